@@ -1,0 +1,50 @@
+"""jaxgmm: Gaussian mixture models fitted by expectation–maximisation in JAX.
+
+Core (pure, jit/vmap/grad-safe): :class:`GMMParams`, :func:`e_step`,
+:func:`m_step`, :func:`em_loop`, the log-densities and the initialisers.
+Drivers (validate input at the edge): :func:`fit` with parallel restarts and
+:func:`fit_many` for many data sets in one call.
+"""
+
+from jaxgmm.datasets import FAITHFUL_COLUMNS, load_faithful
+from jaxgmm.density import log_prob, predict, predict_proba, score, score_samples, weighted_log_prob
+from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_responsibilities
+from jaxgmm.fit import FitResult, fit, fit_many, pad_datasets
+from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmeans, kmeans_plusplus
+from jaxgmm.params import COVARIANCE_TYPES, GMMParams, n_parameters
+from jaxgmm.sampling import sample
+from jaxgmm.selection import aic, bic
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "EMResult",
+    "FAITHFUL_COLUMNS",
+    "FitResult",
+    "GMMParams",
+    "INIT_METHODS",
+    "SuffStats",
+    "aic",
+    "bic",
+    "e_step",
+    "em_loop",
+    "fit",
+    "fit_many",
+    "initial_responsibilities",
+    "initialize",
+    "kmeans",
+    "kmeans_plusplus",
+    "load_faithful",
+    "log_prob",
+    "m_step",
+    "n_parameters",
+    "pad_datasets",
+    "predict",
+    "predict_proba",
+    "sample",
+    "score",
+    "score_samples",
+    "stats_from_responsibilities",
+    "weighted_log_prob",
+]

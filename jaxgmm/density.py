@@ -1,0 +1,108 @@
+"""Log-densities of a Gaussian mixture, in log space throughout.
+
+With ``U_k`` the upper Cholesky factor of the precision ``Σ_k⁻¹ = U_k U_kᵀ``,
+
+    log N(x | μ_k, Σ_k) = -½ (D log 2π + ‖(x − μ_k)ᵀ U_k‖²) + log det U_k.
+
+Mahalanobis terms are formed from the differences ``x − μ_k`` rather than by
+expanding ``‖x‖² − 2xᵀμ + ‖μ‖²``, so data far from the origin do not cancel
+catastrophically in float32. All functions take one parameter set and one
+data set; batch them with ``jax.vmap``.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxgmm.params import GMMParams, log_det_precision_cholesky
+
+
+def squared_mahalanobis(diff: jax.Array, prec_chol: jax.Array, covariance_type: str) -> jax.Array:
+    """``‖(x_n − μ_k)ᵀ U_k‖²`` from ``diff (N, K, D) = x_n − μ_k``; returns ``(N, K)``."""
+    if covariance_type == "full":
+        y = jnp.einsum("nkd,kde->nke", diff, prec_chol)
+        return jnp.sum(y * y, axis=-1)
+    if covariance_type == "tied":
+        y = diff @ prec_chol
+        return jnp.sum(y * y, axis=-1)
+    if covariance_type == "diag":
+        y = diff * prec_chol
+        return jnp.sum(y * y, axis=-1)
+    return jnp.sum(diff * diff, axis=-1) * prec_chol**2
+
+
+def component_log_norm(params: GMMParams, prec_chol: jax.Array) -> jax.Array:
+    """The sample-independent part ``log α_k + log det U_k − (D/2) log 2π``, shape ``(K,)``."""
+    n_features = params.means.shape[-1]
+    log_det = log_det_precision_cholesky(prec_chol, params.covariance_type, n_features)
+    return jnp.log(params.weights) + log_det - 0.5 * n_features * math.log(2 * math.pi)
+
+
+def component_log_prob_from_diff(diff: jax.Array, params: GMMParams, prec_chol: jax.Array) -> jax.Array:
+    """``log α_k + log N(x_n | μ_k, Σ_k)`` from ``diff (N, K, D) = x_n − μ_k``; returns ``(N, K)``."""
+    maha = squared_mahalanobis(diff, prec_chol, params.covariance_type)
+    return component_log_norm(params, prec_chol) - 0.5 * maha
+
+
+def weighted_log_prob(params: GMMParams, X: jax.Array) -> jax.Array:
+    """Per-sample, per-component weighted log-densities ``log α_k + log N(x_n | μ_k, Σ_k)``.
+
+    Parameters
+    ----------
+    params : GMMParams
+    X : array, shape (N, D)
+
+    Returns
+    -------
+    array, shape (N, K)
+    """
+    diff = X[:, None, :] - params.means[None, :, :]
+    return component_log_prob_from_diff(diff, params, params.precisions_cholesky)
+
+
+def log_prob(params: GMMParams, X: jax.Array) -> jax.Array:
+    """Per-sample log-density ``log p(x_n) = logsumexp_k (log α_k + log N(x_n | μ_k, Σ_k))``.
+
+    Parameters
+    ----------
+    params : GMMParams
+    X : array, shape (N, D)
+
+    Returns
+    -------
+    array, shape (N,)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import GMMParams, log_prob
+    >>> p = GMMParams(jnp.ones(1), jnp.zeros((1, 2)), jnp.eye(2)[None], "full")
+    >>> float(log_prob(p, jnp.zeros((1, 2)))[0])  # -log(2π)
+    -1.8378770...
+    """
+    return jax.nn.logsumexp(weighted_log_prob(params, X), axis=-1)
+
+
+def score_samples(params: GMMParams, X: jax.Array) -> jax.Array:
+    """Per-sample log-density, shape ``(N,)``; scikit-learn's name for :func:`log_prob`."""
+    return log_prob(params, X)
+
+
+def predict_proba(params: GMMParams, X: jax.Array) -> jax.Array:
+    """Responsibilities ``p(z_n = k | x_n)``, shape ``(N, K)``, computed in log space."""
+    return jax.nn.softmax(weighted_log_prob(params, X), axis=-1)
+
+
+def predict(params: GMMParams, X: jax.Array) -> jax.Array:
+    """Most probable component of each sample, shape ``(N,)`` (int)."""
+    return jnp.argmax(weighted_log_prob(params, X), axis=-1)
+
+
+def score(params: GMMParams, X: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
+    """Mean per-sample log-likelihood (weighted mean when ``sample_weight (N,)`` is given)."""
+    lp = log_prob(params, X)
+    if sample_weight is None:
+        return jnp.mean(lp)
+    sample_weight = jnp.asarray(sample_weight, lp.dtype)
+    return jnp.sum(jnp.where(sample_weight > 0, sample_weight * lp, 0.0)) / jnp.sum(sample_weight)

@@ -1,0 +1,310 @@
+"""Expectation–maximisation for Gaussian mixtures: ``e_step``, ``m_step``, ``em_loop``.
+
+The seam between the two steps is the set of weighted sufficient statistics
+(:class:`SuffStats`). They add up over rows, so sample weights, zero-weight
+padding, row blocks, streamed data and data sharded over devices all reduce to
+summing statistics before one ``m_step``.
+
+Moments are accumulated about a per-component centre ``c_k`` (the means of
+the parameters the E-step used), never raw: ``E[xxᵀ] − μμᵀ`` cancels
+catastrophically in float32 for data far from the origin (scikit-learn issue
+#30382). Since ``c_k`` is close to the new mean, the correction ``δ_k δ_kᵀ``
+with ``δ_k = μ_k' − c_k`` is small.
+"""
+
+import dataclasses
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxgmm.density import component_log_prob_from_diff
+from jaxgmm.params import GMMParams
+
+# Rows per block in the E-step: bounds the (rows, K, D) intermediate to about
+# this many elements so memory stays flat in N and blocks stay cache-sized.
+_BLOCK_ELEMENTS = 1 << 18
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SuffStats:
+    """Weighted sufficient statistics of each component (an additive pytree).
+
+    With responsibilities ``r_nk``, sample weights ``w_n`` and centres ``c_k``:
+
+    * ``counts``   ``(K,)``    ``Σ_n w_n r_nk``
+    * ``sums``     ``(K, D)``  ``Σ_n w_n r_nk (x_n − c_k)``
+    * ``scatters`` ``Σ_n w_n r_nk (x_n − c_k)(x_n − c_k)ᵀ`` reduced to what the
+      covariance type needs: ``(K, D, D)`` full, ``(D, D)`` tied (summed over
+      components), ``(K, D)`` diag (diagonal only), ``(K,)`` spherical (trace).
+    * ``centers``  ``(K, D)``  the ``c_k``; statistics with the same centres add.
+    """
+
+    counts: jax.Array
+    sums: jax.Array
+    scatters: jax.Array
+    centers: jax.Array
+    covariance_type: str = dataclasses.field(default="full", metadata=dict(static=True))
+
+    def __add__(self, other: "SuffStats") -> "SuffStats":
+        """Statistics of the union of two row sets (same centres assumed)."""
+        return dataclasses.replace(
+            self,
+            counts=self.counts + other.counts,
+            sums=self.sums + other.sums,
+            scatters=self.scatters + other.scatters,
+        )
+
+
+def _scatter(weighted_resp: jax.Array, diff: jax.Array, covariance_type: str) -> jax.Array:
+    """``Σ_n w_n r_nk (x_n − c_k)(x_n − c_k)ᵀ`` in the shape the covariance type needs."""
+    if covariance_type == "full":
+        return jnp.einsum("nk,nkd,nke->kde", weighted_resp, diff, diff)
+    if covariance_type == "tied":
+        return jnp.einsum("nk,nkd,nke->de", weighted_resp, diff, diff)
+    if covariance_type == "diag":
+        return jnp.einsum("nk,nkd->kd", weighted_resp, diff * diff)
+    return jnp.einsum("nk,nk->k", weighted_resp, jnp.sum(diff * diff, axis=-1))
+
+
+def stats_from_responsibilities(
+    X: jax.Array, weighted_resp: jax.Array, centers: jax.Array, covariance_type: str
+) -> SuffStats:
+    """Sufficient statistics of rows ``X (N, D)`` with weighted responsibilities ``(N, K)``.
+
+    ``weighted_resp[n, k] = w_n r_nk``; ``centers (K, D)`` are the ``c_k``.
+    """
+    diff = X[:, None, :] - centers[None, :, :]
+    return _stats_from_diff(diff, weighted_resp, centers, covariance_type)
+
+
+def _stats_from_diff(diff, weighted_resp, centers, covariance_type) -> SuffStats:
+    return SuffStats(
+        counts=jnp.sum(weighted_resp, axis=0),
+        sums=jnp.einsum("nk,nkd->kd", weighted_resp, diff),
+        scatters=_scatter(weighted_resp, diff, covariance_type),
+        centers=centers,
+        covariance_type=covariance_type,
+    )
+
+
+def _block_e_step(params: GMMParams, prec_chol: jax.Array, X: jax.Array, w: jax.Array):
+    """E-step on one block of rows: (statistics, weighted sum of log p(x_n))."""
+    # Zero-weight rows (padding) may hold anything; keep NaN out of the sums.
+    X = jnp.where(w[:, None] > 0, X, 0.0)
+    diff = X[:, None, :] - params.means[None, :, :]
+    wlp = component_log_prob_from_diff(diff, params, prec_chol)
+    log_norm = jax.nn.logsumexp(wlp, axis=-1)
+    weighted_resp = w[:, None] * jnp.exp(wlp - log_norm[:, None])
+    log_likelihood = jnp.sum(jnp.where(w > 0, w * log_norm, 0.0))
+    return _stats_from_diff(diff, weighted_resp, params.means, params.covariance_type), log_likelihood
+
+
+def default_block_size(n_samples: int, n_components: int, n_features: int) -> int:
+    """Rows per E-step block (static, from shapes only)."""
+    rows = max(256, _BLOCK_ELEMENTS // max(1, n_components * n_features))
+    return min(n_samples, rows)
+
+
+def e_step(
+    params: GMMParams,
+    X: jax.Array,
+    sample_weight: jax.Array | None = None,
+    *,
+    block_size: int | None = None,
+) -> tuple[SuffStats, jax.Array]:
+    """E-step: responsibilities reduced to sufficient statistics.
+
+    Parameters
+    ----------
+    params : GMMParams
+        Current parameters (``K`` components, ``D`` features).
+    X : array, shape (N, D)
+    sample_weight : array, shape (N,), optional
+        Non-negative weights; rows of weight 0 contribute nothing (padding).
+    block_size : int, optional
+        Rows per block; memory is ``O(block_size · K · D)`` whatever ``N``.
+
+    Returns
+    -------
+    stats : SuffStats
+        Statistics centred at ``params.means``.
+    log_likelihood : array, shape ()
+        The weighted **sum** ``Σ_n w_n log p(x_n)``; divide by
+        ``stats.counts.sum()`` for the mean.
+    """
+    n_samples = X.shape[0]
+    if sample_weight is None:
+        sample_weight = jnp.ones(n_samples, X.dtype)
+    sample_weight = jnp.asarray(sample_weight, X.dtype)
+    prec_chol = params.precisions_cholesky
+    if block_size is None:
+        block_size = default_block_size(n_samples, params.n_components, params.n_features)
+    block_size = max(1, min(int(block_size), n_samples))
+    n_blocks, remainder = divmod(n_samples, block_size)
+
+    block = partial(_block_e_step, params, prec_chol)
+    if n_blocks == 1 and remainder == 0:
+        return block(X, sample_weight)
+
+    def body(i, carry):
+        start = i * block_size
+        xb = jax.lax.dynamic_slice_in_dim(X, start, block_size)
+        wb = jax.lax.dynamic_slice_in_dim(sample_weight, start, block_size)
+        stats, ll = block(xb, wb)
+        return carry[0] + stats, carry[1] + ll
+
+    init = block(X[:block_size], sample_weight[:block_size])
+    stats, ll = jax.lax.fori_loop(1, n_blocks, body, init)
+    if remainder:
+        tail_stats, tail_ll = block(X[n_blocks * block_size :], sample_weight[n_blocks * block_size :])
+        stats, ll = stats + tail_stats, ll + tail_ll
+    return stats, ll
+
+
+def m_step(stats: SuffStats, *, reg_covar: float | jax.Array = 1e-6) -> GMMParams:
+    """M-step: the parameters that maximise the expected complete-data log-likelihood.
+
+    Parameters
+    ----------
+    stats : SuffStats
+    reg_covar : float
+        Added to the diagonal of every covariance (traced: changing it does
+        not recompile).
+
+    Returns
+    -------
+    GMMParams
+        ``weights = N_k / N``, ``means = c_k + δ_k`` with ``δ_k = S1_k / N_k``
+        and covariances ``S2_k / N_k − δ_k δ_kᵀ + reg_covar·I``. As in
+        scikit-learn, ``N_k`` gets ``10·eps`` so an empty component keeps
+        finite parameters (its mean stays at its centre, its covariance is
+        ``reg_covar·I``) instead of producing NaN.
+    """
+    cov_type = stats.covariance_type
+    dtype = stats.sums.dtype
+    counts = stats.counts + 10 * jnp.finfo(dtype).eps
+    delta = stats.sums / counts[:, None]
+    means = stats.centers + delta
+    weights = counts / jnp.sum(counts)
+    n_features = means.shape[-1]
+    eye = jnp.eye(n_features, dtype=dtype)
+    if cov_type == "full":
+        outer = delta[:, :, None] * delta[:, None, :]
+        covariances = stats.scatters / counts[:, None, None] - outer + reg_covar * eye
+    elif cov_type == "tied":
+        between = jnp.einsum("k,kd,ke->de", counts, delta, delta)
+        covariances = (stats.scatters - between) / jnp.sum(counts) + reg_covar * eye
+    elif cov_type == "diag":
+        # Rounding can leave a tiny negative variance; it is ≥ 0 mathematically.
+        covariances = jnp.maximum(stats.scatters / counts[:, None] - delta**2, 0.0) + reg_covar
+    else:
+        variance = (stats.scatters / counts - jnp.sum(delta**2, axis=-1)) / n_features
+        covariances = jnp.maximum(variance, 0.0) + reg_covar
+    return GMMParams(weights, means, covariances, cov_type)
+
+
+class EMResult(NamedTuple):
+    """What :func:`em_loop` returns.
+
+    Attributes
+    ----------
+    params : GMMParams
+        Parameters after the last M-step.
+    log_likelihood : array, shape ()
+        Mean (weighted) per-sample log-likelihood computed in the last E-step,
+        i.e. of the parameters *before* the last M-step — scikit-learn's
+        ``lower_bound_``.
+    n_iter : array, shape (), int
+        Number of EM iterations run.
+    converged : array, shape (), bool
+        True iff the last change in mean log-likelihood was finite and below
+        ``tol`` in absolute value. A NaN or infinite log-likelihood is never
+        converged.
+    history : array, shape (max_iter,)
+        Mean log-likelihood per iteration; NaN after ``n_iter``.
+    """
+
+    params: GMMParams
+    log_likelihood: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    history: jax.Array
+
+
+@partial(jax.jit, static_argnames=("max_iter", "block_size"))
+def em_loop(
+    params: GMMParams,
+    X: jax.Array,
+    *,
+    max_iter: int = 100,
+    tol: float | jax.Array = 1e-3,
+    reg_covar: float | jax.Array = 1e-6,
+    sample_weight: jax.Array | None = None,
+    block_size: int | None = None,
+) -> EMResult:
+    """Run EM from ``params`` until the mean log-likelihood changes by less than ``tol``.
+
+    Compiled with ``jax.jit`` around a ``lax.while_loop``. Only the shapes,
+    the covariance type, ``max_iter`` (the history buffer's length) and
+    ``block_size`` are static; ``tol``, ``reg_covar``, the data and the
+    weights are traced, so new values neither recompile nor block ``vmap``.
+
+    Under ``jax.vmap`` (restarts, many data sets) a member that has converged
+    stops changing while the others go on, so a batched run returns what each
+    run returns alone.
+
+    Parameters
+    ----------
+    params : GMMParams
+        Initial parameters, ``K`` components.
+    X : array, shape (N, D)
+    max_iter : int
+        Most iterations (static).
+    tol : float
+        Convergence threshold on the change in mean log-likelihood
+        (scikit-learn's definition). ``tol=0`` runs exactly ``max_iter``.
+    reg_covar : float
+        Added to covariance diagonals in each M-step.
+    sample_weight : array, shape (N,), optional
+    block_size : int, optional
+        Rows per E-step block (static).
+
+    Returns
+    -------
+    EMResult
+    """
+    n_samples = X.shape[0]
+    if sample_weight is None:
+        sample_weight = jnp.ones(n_samples, X.dtype)
+    sample_weight = jnp.asarray(sample_weight, X.dtype)
+    total_weight = jnp.sum(sample_weight)
+    dtype = X.dtype
+    tol = jnp.asarray(tol, dtype)
+    reg_covar = jnp.asarray(reg_covar, dtype)
+
+    def cond(state):
+        n_iter, _, log_likelihood, converged, _ = state
+        still_finite = (n_iter == 0) | jnp.isfinite(log_likelihood)
+        return (n_iter < max_iter) & ~converged & still_finite
+
+    def body(state):
+        n_iter, params, previous, _, history = state
+        stats, ll_sum = e_step(params, X, sample_weight, block_size=block_size)
+        log_likelihood = ll_sum / total_weight
+        new_params = m_step(stats, reg_covar=reg_covar)
+        converged = jnp.abs(log_likelihood - previous) < tol  # False for NaN/inf
+        history = history.at[n_iter].set(log_likelihood)
+        return n_iter + 1, new_params, log_likelihood, converged, history
+
+    init = (
+        jnp.asarray(0, jnp.int32),
+        params,
+        jnp.asarray(-jnp.inf, dtype),
+        jnp.asarray(False),
+        jnp.full((max_iter,), jnp.nan, dtype),
+    )
+    n_iter, params, log_likelihood, converged, history = jax.lax.while_loop(cond, body, init)
+    return EMResult(params, log_likelihood, n_iter, converged, history)

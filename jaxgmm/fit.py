@@ -1,0 +1,328 @@
+"""Drivers: fit with parallel restarts, and fit many data sets in one call.
+
+These are edges: they validate input with numpy before anything is traced,
+then run one compiled function that ``vmap``s initialisation and
+:func:`jaxgmm.em_loop` over restarts (and, in :func:`fit_many`, over data
+sets). Static: ``n_components``, ``covariance_type``, ``init``, ``max_iter``
+and shapes. Traced: ``tol``, ``reg_covar``, data, weights, keys.
+"""
+
+from functools import partial
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgmm.em import EMResult, em_loop
+from jaxgmm.init import INIT_METHODS, initialize
+from jaxgmm.params import GMMParams, check_covariance_type
+from jaxgmm.validation import (
+    check_array,
+    check_n_components,
+    check_nonnegative,
+    check_params,
+    check_positive_int,
+    check_sample_weight,
+    is_traced,
+)
+
+
+class FitResult(NamedTuple):
+    """The best of several EM restarts.
+
+    Attributes
+    ----------
+    params : GMMParams
+        Parameters of the best restart (highest final log-likelihood).
+    log_likelihood : array, shape ()
+        Its mean per-sample log-likelihood (see :class:`jaxgmm.EMResult`).
+    n_iter : array, shape (), int
+    converged : array, shape (), bool
+    history : array, shape (max_iter,)
+        Its mean log-likelihood per iteration, NaN-padded.
+    restarts : EMResult
+        Every restart, each leaf with a leading ``(n_init,)`` axis.
+    best_index : array, shape (), int
+        Which restart is the best.
+
+    From :func:`fit_many`, every leaf has a further leading data-set axis.
+    """
+
+    params: GMMParams
+    log_likelihood: jax.Array
+    n_iter: jax.Array
+    converged: jax.Array
+    history: jax.Array
+    restarts: EMResult
+    best_index: jax.Array
+
+
+def _best_of(restarts: EMResult) -> FitResult:
+    """Pick the restart with the highest finite log-likelihood (the first on ties)."""
+    score = jnp.where(jnp.isfinite(restarts.log_likelihood), restarts.log_likelihood, -jnp.inf)
+    best = jnp.argmax(score)
+    chosen = jax.tree.map(lambda leaf: leaf[best], restarts)
+    return FitResult(*chosen, restarts=restarts, best_index=best)
+
+
+@partial(
+    jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size")
+)
+def _fit_restarts(
+    keys, X, sample_weight, init_params, *, n_components, covariance_type, init, max_iter, tol, reg_covar,
+    block_size=None,
+) -> FitResult:
+    """Initialise and run EM once per key under ``vmap``; keep the best."""
+
+    def one_restart(key):
+        if init_params is None:
+            params = initialize(
+                key, X, n_components, covariance_type=covariance_type, method=init,
+                reg_covar=reg_covar, sample_weight=sample_weight,
+            )
+        else:
+            params = init_params
+        return em_loop(
+            params, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+            sample_weight=sample_weight, block_size=block_size,
+        )
+
+    return _best_of(jax.vmap(one_restart)(keys))
+
+
+def _check_key(key) -> jax.Array:
+    if isinstance(key, jax.Array) and (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))
+    ):
+        return key
+    raise TypeError(f"key must be a JAX PRNG key such as jax.random.key(0); got {type(key).__name__}.")
+
+
+def _check_options(n_components, covariance_type, n_init, init, max_iter, tol, reg_covar):
+    n_components = check_n_components(n_components)
+    check_covariance_type(covariance_type)
+    n_init = check_positive_int(n_init, "n_init")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    if not isinstance(init, GMMParams) and init not in INIT_METHODS:
+        raise ValueError(f"Invalid init {init!r}: expected one of {INIT_METHODS} or a GMMParams.")
+    tol = check_nonnegative(tol, "tol")
+    reg_covar = check_nonnegative(reg_covar, "reg_covar")
+    return n_components, n_init, max_iter, tol, reg_covar
+
+
+def _check_init_params(init, n_components, covariance_type, n_features, dtype):
+    if not isinstance(init, GMMParams):
+        return None
+    if init.covariance_type != covariance_type:
+        raise ValueError(
+            f"init has covariance_type {init.covariance_type!r} but covariance_type={covariance_type!r}."
+        )
+    if init.means.shape[0] != n_components:
+        raise ValueError(f"init has {init.means.shape[0]} components but n_components={n_components}.")
+    if is_traced(init.weights, init.means, init.covariances):
+        return init
+    return check_params(
+        init.weights, init.means, init.covariances, covariance_type, n_features=n_features, dtype=dtype
+    )
+
+
+def _raise_if_failed(result: FitResult, what: str) -> None:
+    """No silent NaN: a fit whose best restart is not finite is an error."""
+    leaves = [result.log_likelihood, *jax.tree.leaves(result.params)]
+    if is_traced(*leaves):
+        return
+    batch_ndim = np.ndim(result.log_likelihood)
+    finite = np.ones(np.shape(result.log_likelihood), bool)
+    for leaf in leaves:
+        leaf = np.asarray(leaf)
+        finite &= np.isfinite(leaf).reshape(leaf.shape[:batch_ndim] + (-1,)).all(axis=-1)
+    if not finite.all():
+        where = "" if batch_ndim == 0 else f" (data sets {np.flatnonzero(~finite).tolist()})"
+        raise ValueError(
+            f"{what} failed{where}: the log-likelihood or parameters became non-finite, usually because "
+            "a component collapsed onto a single point or a subspace. Increase reg_covar, or use fewer "
+            "components."
+        )
+
+
+def fit(
+    key: jax.Array,
+    X,
+    n_components: int,
+    *,
+    covariance_type: str = "full",
+    n_init: int = 1,
+    init: str | GMMParams = "kmeans",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    sample_weight=None,
+) -> FitResult:
+    """Fit a Gaussian mixture by EM, with ``n_init`` restarts run in parallel.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Split into one key per restart.
+    X : array-like, shape (N, D)
+    n_components : int
+        ``K``.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    n_init : int
+        Restarts, run together under ``vmap``; the best final
+        log-likelihood wins.
+    init : {"kmeans", "k-means++", "random", "random_from_data"} or GMMParams
+        Initialiser, or user-given initial parameters (validated).
+    max_iter, tol, reg_covar : see :func:`jaxgmm.em_loop`.
+    sample_weight : array-like, shape (N,), optional
+        Non-negative; integer weights act like repeated rows.
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    ValueError
+        For invalid input (named in the message), or when every restart's
+        log-likelihood became non-finite.
+
+    Examples
+    --------
+    >>> import jax
+    >>> from jaxgmm import fit, load_faithful
+    >>> result = fit(jax.random.key(0), load_faithful(), 2)
+    >>> bool(result.converged)
+    True
+    """
+    key = _check_key(key)
+    n_components, n_init, max_iter, tol, reg_covar = _check_options(
+        n_components, covariance_type, n_init, init, max_iter, tol, reg_covar
+    )
+    X = check_array(X, min_samples=n_components)
+    sample_weight = check_sample_weight(sample_weight, X.shape[0], X.dtype, min_positive=n_components)
+    init_params = _check_init_params(init, n_components, covariance_type, X.shape[1], X.dtype)
+    result = _fit_restarts(
+        jax.random.split(key, n_init), X, sample_weight, init_params,
+        n_components=n_components, covariance_type=covariance_type,
+        init="params" if init_params is not None else init,
+        max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+    )
+    _raise_if_failed(result, "EM")
+    return result
+
+
+def pad_datasets(datasets: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Stack data sets of different sizes into one array, padding with weight-0 rows.
+
+    Parameters
+    ----------
+    datasets : sequence of array-like, each shape (N_i, D)
+
+    Returns
+    -------
+    X : ndarray, shape (B, max N_i, D)
+        Zero rows appended to each data set.
+    sample_weight : ndarray, shape (B, max N_i)
+        1 for real rows, 0 for padding.
+    """
+    arrays = [check_array(x, name=f"datasets[{i}]") for i, x in enumerate(datasets)]
+    if not arrays:
+        raise ValueError("datasets is empty.")
+    n_features = {a.shape[1] for a in arrays}
+    if len(n_features) != 1:
+        raise ValueError(f"all data sets must have the same number of features; got {sorted(n_features)}.")
+    n_max = max(a.shape[0] for a in arrays)
+    dtype = np.result_type(*[a.dtype for a in arrays])
+    X = np.zeros((len(arrays), n_max, n_features.pop()), dtype)
+    weight = np.zeros((len(arrays), n_max), dtype)
+    for i, a in enumerate(arrays):
+        X[i, : a.shape[0]] = np.asarray(a)
+        weight[i, : a.shape[0]] = 1
+    return X, weight
+
+
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter"))
+def _fit_datasets(keys, X, sample_weight, *, n_components, covariance_type, init, n_init, max_iter, tol, reg_covar):
+    def one_dataset(key, x, w):
+        return _fit_restarts(
+            jax.random.split(key, n_init), x, w, None, n_components=n_components,
+            covariance_type=covariance_type, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+        )
+
+    return jax.vmap(one_dataset)(keys, X, sample_weight)
+
+
+def fit_many(
+    key: jax.Array,
+    X,
+    n_components: int,
+    *,
+    sample_weight=None,
+    covariance_type: str = "full",
+    n_init: int = 1,
+    init: str = "kmeans",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+) -> FitResult:
+    """Fit one mixture to each of many data sets in a single ``vmap``ed call.
+
+    Data sets of different sizes share one shape by padding with rows of
+    weight 0 (see :func:`pad_datasets`); padding changes nothing, so data set
+    ``b`` gets what ``fit(jax.random.split(key, B)[b], X_b, ...)`` returns
+    for the unpadded ``X_b`` (to floating-point rounding).
+
+    Parameters
+    ----------
+    key : PRNG key
+        Split into one key per data set.
+    X : array-like, shape (B, N, D)
+    n_components : int
+    sample_weight : array-like, shape (B, N), optional
+        0 marks padding rows; values of padding rows are ignored.
+    covariance_type, n_init, init, max_iter, tol, reg_covar : as :func:`fit`.
+
+    Returns
+    -------
+    FitResult
+        Every leaf with a leading ``(B,)`` axis.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from jaxgmm import fit_many, pad_datasets
+    >>> rng = np.random.default_rng(0)
+    >>> X, w = pad_datasets([rng.normal(size=(n, 2)) for n in (50, 80, 65)])
+    >>> fit_many(jax.random.key(0), X, 2, sample_weight=w).params.means.shape
+    (3, 2, 2)
+    """
+    key = _check_key(key)
+    n_components, n_init, max_iter, tol, reg_covar = _check_options(
+        n_components, covariance_type, n_init, init, max_iter, tol, reg_covar
+    )
+    if isinstance(init, GMMParams):
+        raise ValueError("fit_many takes an init method name; for given parameters vmap jaxgmm.em_loop.")
+    X = np.array(X)  # a copy: padding rows are zeroed below
+    if X.ndim != 3:
+        raise ValueError(f"X must have shape (n_datasets, n_samples, n_features); got shape {X.shape}.")
+    n_sets, n_samples, _ = X.shape
+    if sample_weight is None:
+        weight = np.ones((n_sets, n_samples))
+    else:
+        weight = np.asarray(sample_weight, dtype=np.float64)
+        if weight.shape != (n_sets, n_samples):
+            raise ValueError(f"sample_weight must have shape {(n_sets, n_samples)}; got {weight.shape}.")
+    X[weight == 0] = 0  # padding may hold anything, even NaN
+    Xj = jnp.stack([check_array(x, name=f"X[{b}]") for b, x in enumerate(X)])
+    weight = jnp.stack(
+        [check_sample_weight(w, n_samples, Xj.dtype, min_positive=n_components) for w in weight]
+    )
+    result = _fit_datasets(
+        jax.random.split(key, n_sets), Xj, weight, n_components=n_components,
+        covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
+        reg_covar=reg_covar,
+    )
+    _raise_if_failed(result, "EM")
+    return result

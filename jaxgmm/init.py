@@ -1,0 +1,203 @@
+"""Initialisers: starting parameters for EM, each taking a PRNG key first.
+
+Every method produces responsibilities ``(N, K)`` and turns them into
+parameters with one M-step, exactly as scikit-learn's ``_initialize`` does:
+
+* ``"kmeans"``: k-means++ seeding then Lloyd iterations; one-hot labels.
+* ``"k-means++"``: k-means++ seeding only; one-hot nearest centre.
+* ``"random"``: uniform random responsibilities, normalised per row.
+* ``"random_from_data"``: ``K`` distinct data points, one per component.
+
+Random choices of rows are made by inverting the cumulative weights with a
+scalar uniform draw, so rows of weight 0 appended as padding never change
+which rows are picked: a padded data set initialises exactly like the
+unpadded one (what makes ``fit_many`` equal to separate fits).
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from jaxgmm.em import m_step, stats_from_responsibilities
+from jaxgmm.params import GMMParams
+
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+def _weights_or_ones(X, sample_weight):
+    if sample_weight is None:
+        return jnp.ones(X.shape[0], X.dtype)
+    return jnp.asarray(sample_weight, X.dtype)
+
+
+def _choose_row(key, probabilities):
+    """Index of one row drawn with probability proportional to ``probabilities (N,)``."""
+    cumulative = jnp.cumsum(probabilities)
+    u = jax.random.uniform(key, dtype=cumulative.dtype) * cumulative[-1]
+    index = jnp.searchsorted(cumulative, u, side="right")
+    return jnp.minimum(index, probabilities.shape[0] - 1)
+
+
+def _squared_distances(X, centers):
+    """``‖x_n − c_k‖²``, shape ``(N, K)``; centred on the data to limit cancellation."""
+    origin = jnp.mean(centers, axis=0)
+    Xc, Cc = X - origin, centers - origin
+    d2 = jnp.sum(Xc * Xc, axis=1)[:, None] - 2 * Xc @ Cc.T + jnp.sum(Cc * Cc, axis=1)[None, :]
+    return jnp.maximum(d2, 0.0)
+
+
+def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int, sample_weight=None) -> jax.Array:
+    """k-means++ seeding (Arthur & Vassilvitskii, 2007): centres ``(K, D)``.
+
+    The first centre is a row drawn in proportion to its weight, each next one
+    in proportion to weight × squared distance to the nearest chosen centre.
+    """
+    w = _weights_or_ones(X, sample_weight)
+    keys = jax.random.split(key, n_clusters)
+    first = X[_choose_row(keys[0], w)]
+    centers = jnp.zeros((n_clusters, X.shape[1]), X.dtype).at[0].set(first)
+    closest = jnp.sum((X - first) ** 2, axis=1)
+
+    def add_center(i, carry):
+        centers, closest = carry
+        scores = w * closest
+        # Once every positive-weight row is a centre (K = number of distinct
+        # points) all distances are 0: fall back to drawing by weight.
+        scores = jnp.where(jnp.sum(scores) > 0, scores, w)
+        new = X[_choose_row(keys[i], scores)]
+        closest = jnp.minimum(closest, jnp.sum((X - new) ** 2, axis=1))
+        return centers.at[i].set(new), closest
+
+    centers, _ = jax.lax.fori_loop(1, n_clusters, add_center, (centers, closest))
+    return centers
+
+
+def kmeans(
+    key: jax.Array, X: jax.Array, n_clusters: int, sample_weight=None, *, max_iter: int = 100, tol: float = 1e-4
+) -> tuple[jax.Array, jax.Array]:
+    """Weighted k-means: k-means++ seeding, then Lloyd iterations until no centre moves.
+
+    Returns ``(centers (K, D), labels (N,))``. A cluster left empty keeps its
+    previous centre. Stops when the largest squared centre shift is below
+    ``tol`` times the mean feature variance (scikit-learn's tolerance rule) or
+    after ``max_iter`` iterations.
+    """
+    w = _weights_or_ones(X, sample_weight)
+    centers = kmeans_plusplus(key, X, n_clusters, w)
+    mean = jnp.sum(w[:, None] * X, axis=0) / jnp.sum(w)
+    variance = jnp.sum(w[:, None] * (X - mean) ** 2, axis=0) / jnp.sum(w)
+    threshold = tol * jnp.mean(variance)
+
+    def lloyd(centers):
+        labels = jnp.argmin(_squared_distances(X, centers), axis=1)
+        onehot = jax.nn.one_hot(labels, n_clusters, dtype=X.dtype) * w[:, None]
+        counts = jnp.sum(onehot, axis=0)
+        sums = onehot.T @ X
+        new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1e-30)[:, None], centers)
+        return new
+
+    def cond(state):
+        i, _, shift = state
+        return (i < max_iter) & (shift > threshold)
+
+    def body(state):
+        i, centers, _ = state
+        new = lloyd(centers)
+        return i + 1, new, jnp.max(jnp.sum((new - centers) ** 2, axis=1))
+
+    _, centers, _ = jax.lax.while_loop(cond, body, (0, centers, jnp.asarray(jnp.inf, X.dtype)))
+    labels = jnp.argmin(_squared_distances(X, centers), axis=1)
+    return centers, labels
+
+
+def _random_responsibilities(key, X, n_components):
+    # One key per row (fold_in by index), so a row's draw does not depend on N.
+    rows = jnp.arange(X.shape[0])
+    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (n_components,), X.dtype))(rows)
+    return u / jnp.sum(u, axis=1, keepdims=True)
+
+
+def _random_from_data_responsibilities(key, X, n_components, w):
+    keys = jax.random.split(key, n_components)
+
+    def pick(i, carry):
+        resp, available = carry
+        index = _choose_row(keys[i], w * available)
+        return resp.at[index, i].set(1.0), available.at[index].set(0.0)
+
+    resp = jnp.zeros((X.shape[0], n_components), X.dtype)
+    resp, _ = jax.lax.fori_loop(0, n_components, pick, (resp, jnp.ones_like(w)))
+    return resp
+
+
+def initial_responsibilities(
+    key: jax.Array, X: jax.Array, n_components: int, method: str = "kmeans", sample_weight=None
+) -> jax.Array:
+    """Initial responsibilities ``(N, K)`` for one of :data:`INIT_METHODS`."""
+    w = _weights_or_ones(X, sample_weight)
+    if method == "kmeans":
+        _, labels = kmeans(key, X, n_components, w)
+        return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
+    if method == "k-means++":
+        centers = kmeans_plusplus(key, X, n_components, w)
+        labels = jnp.argmin(_squared_distances(X, centers), axis=1)
+        return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
+    if method == "random":
+        return _random_responsibilities(key, X, n_components)
+    if method == "random_from_data":
+        return _random_from_data_responsibilities(key, X, n_components, w)
+    raise ValueError(f"Invalid init method {method!r}: expected one of {INIT_METHODS}.")
+
+
+def params_from_responsibilities(
+    X: jax.Array, resp: jax.Array, covariance_type: str, *, reg_covar=1e-6, sample_weight=None
+) -> GMMParams:
+    """One M-step from responsibilities ``resp (N, K)`` (scikit-learn's ``_initialize``)."""
+    w = _weights_or_ones(X, sample_weight)
+    weighted_resp = resp * w[:, None]
+    counts = jnp.sum(weighted_resp, axis=0)
+    # Centre each component's moments at its own weighted mean (the data mean
+    # for an empty one), so the first covariances do not cancel either.
+    data_mean = jnp.sum(w[:, None] * X, axis=0) / jnp.sum(w)
+    centers = jnp.where(
+        counts[:, None] > 0, (weighted_resp.T @ X) / jnp.maximum(counts, 1e-30)[:, None], data_mean
+    )
+    stats = stats_from_responsibilities(X, weighted_resp, centers, covariance_type)
+    return m_step(stats, reg_covar=reg_covar)
+
+
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "method"))
+def initialize(
+    key: jax.Array,
+    X: jax.Array,
+    n_components: int,
+    *,
+    covariance_type: str = "full",
+    method: str = "kmeans",
+    reg_covar=1e-6,
+    sample_weight=None,
+) -> GMMParams:
+    """Initial parameters for EM.
+
+    Parameters
+    ----------
+    key : PRNG key
+    X : array, shape (N, D)
+    n_components : int
+        ``K`` (static).
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    method : {"kmeans", "k-means++", "random", "random_from_data"}
+    reg_covar : float
+    sample_weight : array, shape (N,), optional
+
+    Returns
+    -------
+    GMMParams
+
+    User-given parameters need no initialiser: validate them with
+    :meth:`GMMParams.from_arrays` and pass them to :func:`jaxgmm.em_loop` (or
+    as ``init=`` to :func:`jaxgmm.fit`).
+    """
+    resp = initial_responsibilities(key, X, n_components, method, sample_weight)
+    return params_from_responsibilities(X, resp, covariance_type, reg_covar=reg_covar, sample_weight=sample_weight)

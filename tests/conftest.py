@@ -1,0 +1,83 @@
+"""Shared fixtures: the suite runs twice, float32 then float64 (JAX_ENABLE_X64=1) in its own process."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxgmm import COVARIANCE_TYPES
+
+X64 = bool(jax.config.jax_enable_x64)
+DTYPE = np.float64 if X64 else np.float32
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="float64-only check; runs in the JAX_ENABLE_X64=1 pass")
+    for item in items:
+        if "x64" in item.keywords and not X64:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    return f"jaxgmm tests: jax {jax.__version__}, float dtype {np.dtype(DTYPE).name}"
+
+
+@pytest.fixture(params=COVARIANCE_TYPES)
+def covariance_type(request):
+    return request.param
+
+
+@pytest.fixture
+def dtype():
+    return DTYPE
+
+
+def rtol_for(dtype=DTYPE, float64=1e-10, float32=1e-4):
+    """A relative tolerance that depends on the precision the suite runs in."""
+    return float64 if np.dtype(dtype) == np.float64 else float32
+
+
+def make_blobs(seed=0, n=600, k=3, d=2, separation=6.0, scale=1.0):
+    """Data from a known, well-separated mixture, drawn with numpy (independent of jaxgmm)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(k, d)) * separation
+    weights = rng.dirichlet(np.full(k, 5.0))
+    labels = rng.choice(k, size=n, p=weights)
+    A = rng.normal(size=(k, d, d)) * 0.4 + np.eye(d) * scale
+    X = means[labels] + np.einsum("nde,ne->nd", A[labels], rng.normal(size=(n, d)))
+    return X, labels, weights, means, A @ np.swapaxes(A, 1, 2)
+
+
+def random_covariances(rng, covariance_type, k, d):
+    """Well-conditioned random covariances of the given type (numpy float64)."""
+    if covariance_type == "full":
+        A = rng.normal(size=(k, d, d))
+        return A @ np.swapaxes(A, 1, 2) / d + 0.5 * np.eye(d)
+    if covariance_type == "tied":
+        A = rng.normal(size=(d, d))
+        return A @ A.T / d + 0.5 * np.eye(d)
+    if covariance_type == "diag":
+        return rng.uniform(0.5, 2.0, size=(k, d))
+    return rng.uniform(0.5, 2.0, size=k)
+
+
+def dense_covariances(covariances, covariance_type, k, d):
+    """(K, D, D) matrices from any covariance type (numpy)."""
+    c = np.asarray(covariances, dtype=np.float64)
+    if covariance_type == "full":
+        return c
+    if covariance_type == "tied":
+        return np.broadcast_to(c, (k, d, d))
+    if covariance_type == "diag":
+        return np.stack([np.diag(v) for v in c])
+    return c[:, None, None] * np.eye(d)
+
+
+def random_params(rng, covariance_type, k=3, d=2, dtype=DTYPE):
+    from jaxgmm import GMMParams
+
+    weights = rng.dirichlet(np.full(k, 3.0))
+    means = rng.normal(size=(k, d)) * 3
+    cov = random_covariances(rng, covariance_type, k, d)
+    return GMMParams.from_arrays(weights, means, cov, covariance_type).replace(
+        weights=np.asarray(weights, dtype), means=np.asarray(means, dtype), covariances=np.asarray(cov, dtype)
+    )

@@ -1,0 +1,159 @@
+"""EM iterates against scikit-learn, monotone ascent, statistics that add up, no recompiles."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+import jaxgmm
+from conftest import DTYPE, make_blobs, random_params, rtol_for
+
+
+def sklearn_iterates(X, params, n_iter, reg_covar):
+    """(weights, means, covariances, lower bound) after each of scikit-learn's EM iterations."""
+    precisions = np.asarray(params.precisions, np.float64)
+    gm = GaussianMixture(
+        params.n_components, covariance_type=params.covariance_type, max_iter=1, warm_start=True,
+        weights_init=np.asarray(params.weights, np.float64), means_init=np.asarray(params.means, np.float64),
+        precisions_init=precisions, reg_covar=reg_covar, tol=0.0,
+    )
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(n_iter):
+            gm.fit(X)
+            out.append((gm.weights_.copy(), gm.means_.copy(), gm.covariances_.copy(), gm.lower_bound_))
+    return out
+
+
+@pytest.mark.x64
+def test_every_iterate_equals_sklearn(covariance_type):
+    X, *_ = make_blobs(seed=5, n=400, k=3, d=3, separation=3.0)
+    params = random_params(np.random.default_rng(6), covariance_type, k=3, d=3)
+    n_iter, reg_covar = 15, 1e-6
+    expected = sklearn_iterates(X, params, n_iter, reg_covar)
+    Xj = jnp.asarray(X)
+    e_step, m_step = jax.jit(jaxgmm.e_step), jax.jit(jaxgmm.m_step)
+    current = params
+    for i, (w, mu, cov, lower_bound) in enumerate(expected):
+        stats, ll = e_step(current, Xj)
+        current = m_step(stats, reg_covar=reg_covar)
+        np.testing.assert_allclose(ll / X.shape[0], lower_bound, rtol=1e-10, err_msg=f"lower bound, iter {i}")
+        np.testing.assert_allclose(current.weights, w, rtol=1e-8, err_msg=f"weights, iter {i}")
+        np.testing.assert_allclose(current.means, mu, rtol=1e-8, atol=1e-12, err_msg=f"means, iter {i}")
+        np.testing.assert_allclose(current.covariances, cov, rtol=1e-8, atol=1e-12, err_msg=f"cov, iter {i}")
+    # The compiled loop runs the same iterations.
+    result = jaxgmm.em_loop(params, Xj, max_iter=n_iter, tol=0.0, reg_covar=reg_covar)
+    np.testing.assert_allclose(result.history, [e[3] for e in expected], rtol=1e-10)
+    np.testing.assert_allclose(result.params.covariances, expected[-1][2], rtol=1e-8, atol=1e-12)
+    assert int(result.n_iter) == n_iter and not bool(result.converged)
+
+
+@pytest.mark.x64
+def test_em_loop_converges_like_sklearn(covariance_type):
+    X, *_ = make_blobs(seed=7, n=500, k=3, d=2)
+    params = random_params(np.random.default_rng(8), covariance_type, k=3, d=2)
+    gm = GaussianMixture(
+        3, covariance_type=covariance_type, weights_init=np.asarray(params.weights),
+        means_init=np.asarray(params.means), precisions_init=np.asarray(params.precisions), tol=1e-3, max_iter=200,
+    ).fit(X)
+    result = jaxgmm.em_loop(params, jnp.asarray(X), max_iter=200, tol=1e-3)
+    assert bool(result.converged) == gm.converged_
+    assert int(result.n_iter) == gm.n_iter_
+    np.testing.assert_allclose(result.log_likelihood, gm.lower_bound_, rtol=1e-10)
+    np.testing.assert_allclose(result.params.means, gm.means_, rtol=1e-8)
+
+
+def test_log_likelihood_never_decreases(covariance_type, dtype):
+    X, *_ = make_blobs(seed=9, n=500, k=3, d=3, separation=2.5)
+    key = jax.random.key(0)
+    Xj = jnp.asarray(X, dtype)
+    params = jaxgmm.initialize(key, Xj, 4, covariance_type=covariance_type, method="random")
+    result = jaxgmm.em_loop(params, Xj, max_iter=60, tol=0.0, reg_covar=0.0)
+    history = np.asarray(result.history, np.float64)
+    assert np.all(np.isfinite(history))
+    slack = 20 * np.finfo(dtype).eps * np.abs(history).max()  # rounding of the mean itself
+    assert np.all(np.diff(history) >= -slack), np.diff(history).min()
+    assert history[-1] > history[0]
+
+
+def test_converged_flag_is_defined_by_the_change(dtype):
+    X, *_ = make_blobs(seed=10, n=300)
+    Xj = jnp.asarray(X, dtype)
+    params = jaxgmm.initialize(jax.random.key(1), Xj, 3)
+    result = jaxgmm.em_loop(params, Xj, max_iter=500, tol=1e-4)
+    n = int(result.n_iter)
+    h = np.asarray(result.history)
+    assert bool(result.converged)
+    assert abs(h[n - 1] - h[n - 2]) < 1e-4 and np.all(np.abs(np.diff(h[: n - 1])) >= 1e-4)
+    assert np.all(np.isnan(h[n:]))
+    # Converging exactly at the last allowed iteration still counts as converged.
+    at_limit = jaxgmm.em_loop(params, Xj, max_iter=n, tol=1e-4)
+    assert bool(at_limit.converged) and int(at_limit.n_iter) == n
+    short = jaxgmm.em_loop(params, Xj, max_iter=n - 1, tol=1e-4)
+    assert not bool(short.converged) and int(short.n_iter) == n - 1
+
+
+def test_nan_is_never_converged(dtype):
+    X, *_ = make_blobs(seed=11, n=100)
+    params = jaxgmm.initialize(jax.random.key(0), jnp.asarray(X, dtype), 2)
+    bad = params.replace(means=params.means.at[0, 0].set(jnp.nan))
+    result = jaxgmm.em_loop(bad, jnp.asarray(X, dtype), max_iter=20, tol=1e10)
+    assert not bool(result.converged)
+    assert int(result.n_iter) == 1  # stops at the first non-finite log-likelihood
+
+
+@settings(max_examples=15, deadline=None)
+@given(split=st.integers(1, 119), block=st.integers(1, 120), seed=st.integers(0, 2**16))
+def test_statistics_add_up_over_rows(split, block, seed):
+    """e_step(A ∪ B) = e_step(A) + e_step(B), and the block size changes nothing."""
+    rng = np.random.default_rng(seed)
+    X = jnp.asarray(rng.normal(size=(120, 3)), DTYPE)
+    w = jnp.asarray(rng.uniform(0, 2, size=120), DTYPE)
+    for cov_type in ("full", "tied", "diag", "spherical"):
+        params = random_params(rng, cov_type, k=2, d=3)
+        whole, ll = jaxgmm.e_step(params, X, w)
+        a, ll_a = jaxgmm.e_step(params, X[:split], w[:split])
+        b, ll_b = jaxgmm.e_step(params, X[split:], w[split:], block_size=block)
+        rtol = rtol_for(float64=1e-10, float32=1e-4)
+        for got, want in zip(jax.tree.leaves(a + b), jax.tree.leaves(whole)):
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(ll_a + ll_b, ll, rtol=rtol)
+
+
+def test_no_recompile_for_new_tol_reg_covar_or_data(monkeypatch, dtype):
+    traces = []
+    original = jaxgmm.em.m_step
+
+    def counting_m_step(*args, **kwargs):
+        traces.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jaxgmm.em, "m_step", counting_m_step)
+    rng = np.random.default_rng(12)
+    shape = (37, 3)  # shapes no other test uses, so the first call must trace
+    params = random_params(rng, "diag", k=2, d=3)
+    jaxgmm.em_loop(params, jnp.asarray(rng.normal(size=shape), dtype), max_iter=17, tol=1e-3, reg_covar=1e-6)
+    assert len(traces) == 1
+    jaxgmm.em_loop(params, jnp.asarray(rng.normal(size=shape), dtype), max_iter=17, tol=1e-5, reg_covar=1e-3)
+    new_params = random_params(rng, "diag", k=2, d=3)
+    jaxgmm.em_loop(new_params, jnp.asarray(rng.normal(size=shape), dtype), max_iter=17, tol=0.5, reg_covar=0.0)
+    assert len(traces) == 1
+
+
+def test_fit_does_not_recompile(monkeypatch, dtype):
+    traces = []
+    original = jaxgmm.em.m_step
+    monkeypatch.setattr(jaxgmm.em, "m_step", lambda *a, **k: traces.append(1) or original(*a, **k))
+    rng = np.random.default_rng(13)
+    jaxgmm.fit(jax.random.key(0), rng.normal(size=(41, 2)).astype(dtype), 3, n_init=2, max_iter=23)
+    first = len(traces)
+    assert first >= 1
+    jaxgmm.fit(jax.random.key(1), rng.normal(size=(41, 2)).astype(dtype), 3, n_init=2, max_iter=23, tol=1e-6,
+               reg_covar=1e-4)
+    assert len(traces) == first

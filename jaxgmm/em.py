@@ -14,7 +14,7 @@ with ``δ_k = μ_k' − c_k`` is small.
 
 import dataclasses
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -234,6 +234,51 @@ class EMResult(NamedTuple):
     history: jax.Array
 
 
+def iterate_em(
+    stats_fn: Callable[[GMMParams], tuple[SuffStats, jax.Array]],
+    params: GMMParams,
+    total_weight: jax.Array,
+    *,
+    max_iter: int,
+    tol: float | jax.Array,
+    reg_covar: float | jax.Array,
+) -> EMResult:
+    """The EM ``lax.while_loop``, for any way of computing the statistics.
+
+    ``stats_fn(params) -> (stats, weighted sum of log p)`` is the E-step over
+    the whole data set — :func:`e_step` on an array for :func:`em_loop`, or a
+    sum over devices (``shard_map`` + ``psum``) for sharded data.
+    ``total_weight`` is ``Σ_n w_n``. Not jitted itself: call it inside ``jit``.
+    """
+    dtype = params.means.dtype
+    tol = jnp.asarray(tol, dtype)
+    reg_covar = jnp.asarray(reg_covar, dtype)
+
+    def cond(state):
+        n_iter, _, log_likelihood, converged, _ = state
+        still_finite = (n_iter == 0) | jnp.isfinite(log_likelihood)
+        return (n_iter < max_iter) & ~converged & still_finite
+
+    def body(state):
+        n_iter, params, previous, _, history = state
+        stats, ll_sum = stats_fn(params)
+        log_likelihood = ll_sum / total_weight
+        new_params = m_step(stats, reg_covar=reg_covar)
+        converged = jnp.abs(log_likelihood - previous) < tol  # False for NaN/inf
+        history = history.at[n_iter].set(log_likelihood)
+        return n_iter + 1, new_params, log_likelihood, converged, history
+
+    init = (
+        jnp.asarray(0, jnp.int32),
+        params,
+        jnp.asarray(-jnp.inf, dtype),
+        jnp.asarray(False),
+        jnp.full((max_iter,), jnp.nan, dtype),
+    )
+    n_iter, params, log_likelihood, converged, history = jax.lax.while_loop(cond, body, init)
+    return EMResult(params, log_likelihood, n_iter, converged, history)
+
+
 @partial(jax.jit, static_argnames=("max_iter", "block_size"))
 def em_loop(
     params: GMMParams,
@@ -275,36 +320,20 @@ def em_loop(
     Returns
     -------
     EMResult
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> X = jax.numpy.asarray(jaxgmm.load_faithful(), "float32")
+    >>> start = jaxgmm.initialize(jax.random.key(0), X, 2)
+    >>> result = jaxgmm.em_loop(start, X, max_iter=50, tol=1e-6)
+    >>> bool(result.converged), result.history.shape
+    (True, (50,))
     """
-    n_samples = X.shape[0]
     if sample_weight is None:
-        sample_weight = jnp.ones(n_samples, X.dtype)
+        sample_weight = jnp.ones(X.shape[0], X.dtype)
     sample_weight = jnp.asarray(sample_weight, X.dtype)
-    total_weight = jnp.sum(sample_weight)
-    dtype = X.dtype
-    tol = jnp.asarray(tol, dtype)
-    reg_covar = jnp.asarray(reg_covar, dtype)
-
-    def cond(state):
-        n_iter, _, log_likelihood, converged, _ = state
-        still_finite = (n_iter == 0) | jnp.isfinite(log_likelihood)
-        return (n_iter < max_iter) & ~converged & still_finite
-
-    def body(state):
-        n_iter, params, previous, _, history = state
-        stats, ll_sum = e_step(params, X, sample_weight, block_size=block_size)
-        log_likelihood = ll_sum / total_weight
-        new_params = m_step(stats, reg_covar=reg_covar)
-        converged = jnp.abs(log_likelihood - previous) < tol  # False for NaN/inf
-        history = history.at[n_iter].set(log_likelihood)
-        return n_iter + 1, new_params, log_likelihood, converged, history
-
-    init = (
-        jnp.asarray(0, jnp.int32),
-        params,
-        jnp.asarray(-jnp.inf, dtype),
-        jnp.asarray(False),
-        jnp.full((max_iter,), jnp.nan, dtype),
+    stats_fn = partial(e_step, X=X, sample_weight=sample_weight, block_size=block_size)
+    return iterate_em(
+        stats_fn, params, jnp.sum(sample_weight), max_iter=max_iter, tol=tol, reg_covar=reg_covar
     )
-    n_iter, params, log_likelihood, converged, history = jax.lax.while_loop(cond, body, init)
-    return EMResult(params, log_likelihood, n_iter, converged, history)

@@ -6,45 +6,58 @@ Drivers (validate input at the edge): :func:`fit` with parallel restarts and
 :func:`fit_many` for many data sets in one call.
 """
 
+from jaxgmm.compare import Comparison, MethodTrace, compare
 from jaxgmm.datasets import FAITHFUL_COLUMNS, load_faithful
 from jaxgmm.density import log_prob, predict, predict_proba, score, score_samples, weighted_log_prob
 from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_responsibilities
 from jaxgmm.fit import FitResult, fit, fit_many, pad_datasets
+from jaxgmm.gradient import GradientResult, fit_gradient, log_likelihood, q_function
 from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmeans, kmeans_plusplus
 from jaxgmm.params import COVARIANCE_TYPES, GMMParams, n_parameters
 from jaxgmm.sampling import sample
 from jaxgmm.selection import aic, bic
+from jaxgmm.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
 
 __version__ = "0.1.0"
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "Comparison",
     "EMResult",
     "FAITHFUL_COLUMNS",
     "FitResult",
     "GMMParams",
+    "GradientResult",
     "INIT_METHODS",
+    "MethodTrace",
     "SuffStats",
+    "UnconstrainedParams",
     "aic",
     "bic",
+    "compare",
     "e_step",
     "em_loop",
     "fit",
+    "fit_gradient",
     "fit_many",
+    "from_unconstrained",
     "initial_responsibilities",
     "initialize",
     "kmeans",
     "kmeans_plusplus",
     "load_faithful",
+    "log_likelihood",
     "log_prob",
     "m_step",
     "n_parameters",
     "pad_datasets",
     "predict",
     "predict_proba",
+    "q_function",
     "sample",
     "score",
     "score_samples",
     "stats_from_responsibilities",
+    "to_unconstrained",
     "weighted_log_prob",
 ]

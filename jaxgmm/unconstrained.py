@@ -1,0 +1,165 @@
+"""An unconstrained parameterisation of :class:`~jaxgmm.GMMParams`, for gradient methods.
+
+Gradient ascent needs coordinates in which every real vector is a valid
+mixture. :func:`to_unconstrained` maps ``GMMParams`` to
+:class:`UnconstrainedParams` and :func:`from_unconstrained` maps back:
+
+* **weights** → ``logits (K,)``, ``α = softmax(logits)``. Softmax ignores a
+  common shift ``logits + c``; the shift is pinned by
+  ``logits = log α − mean_k log α`` (the logits sum to zero), which keeps all
+  components symmetric (no reference component).
+* **means** stay as they are, ``(K, D)``.
+* **full / tied**: the upper Cholesky factor ``U`` of the precision
+  (``Σ⁻¹ = U Uᵀ``, scikit-learn's convention) with its diagonal replaced by
+  ``log diag U``, packed row by row (``numpy.triu_indices``) into
+  ``(K, D(D+1)/2)`` (full) or ``(D(D+1)/2,)`` (tied). Any real vector gives
+  an upper-triangular ``U`` with positive diagonal, hence a positive-definite
+  ``Σ``; ``log det U`` is the sum of the log-diagonal entries.
+* **diag / spherical**: log-variances ``log σ²``, ``(K, D)`` or ``(K,)``.
+
+The two maps are exact inverses: ``from_unconstrained(to_unconstrained(p))``
+equals ``p`` for every ``p`` with positive weights, and
+``to_unconstrained(from_unconstrained(u))`` equals ``u`` for every ``u``
+whose logits sum to zero (for other ``u`` it returns ``u`` with the logits'
+mean subtracted — the same mixture).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxgmm.params import GMMParams, covariance_from_precision_cholesky
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class UnconstrainedParams:
+    """A Gaussian mixture in unconstrained coordinates (an immutable pytree).
+
+    Parameters
+    ----------
+    logits : array, shape (K,)
+        ``weights = softmax(logits)``; :func:`to_unconstrained` returns
+        logits that sum to zero.
+    means : array, shape (K, D)
+    cov_coords : array
+        Packed upper Cholesky factor of the precision with log diagonal,
+        ``(K, D(D+1)/2)`` for ``full`` and ``(D(D+1)/2,)`` for ``tied``;
+        log-variances ``(K, D)`` for ``diag`` and ``(K,)`` for ``spherical``.
+    covariance_type : {"full", "tied", "diag", "spherical"}
+        Static structure.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> u = UnconstrainedParams(jnp.zeros(2), jnp.zeros((2, 3)), jnp.zeros((2, 6)), "full")
+    >>> from_unconstrained(u).covariances.shape
+    (2, 3, 3)
+    """
+
+    logits: jax.Array
+    means: jax.Array
+    cov_coords: jax.Array
+    covariance_type: str = dataclasses.field(default="full", metadata=dict(static=True))
+
+    def replace(self, **changes) -> "UnconstrainedParams":
+        """A copy with some fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _triu_layout(n_features: int):
+    """Static (rows, cols) of the packed upper triangle and the positions of its diagonal."""
+    rows, cols = np.triu_indices(n_features)
+    return rows, cols, np.flatnonzero(rows == cols)
+
+
+def pack_cholesky(prec_chol: jax.Array) -> jax.Array:
+    """Upper-triangular ``U (..., D, D)`` with positive diagonal → ``(..., D(D+1)/2)``, log diagonal."""
+    rows, cols, diag = _triu_layout(prec_chol.shape[-1])
+    packed = prec_chol[..., rows, cols]
+    return packed.at[..., diag].set(jnp.log(packed[..., diag]))
+
+
+def unpack_cholesky(coords: jax.Array, n_features: int) -> jax.Array:
+    """Inverse of :func:`pack_cholesky`: ``(..., D(D+1)/2)`` → upper-triangular ``U (..., D, D)``."""
+    rows, cols, diag = _triu_layout(n_features)
+    coords = coords.at[..., diag].set(jnp.exp(coords[..., diag]))
+    out = jnp.zeros(coords.shape[:-1] + (n_features, n_features), coords.dtype)
+    return out.at[..., rows, cols].set(coords)
+
+
+def to_unconstrained(params: GMMParams) -> UnconstrainedParams:
+    """Unconstrained coordinates of ``params`` (see the module docstring for the math).
+
+    Parameters
+    ----------
+    params : GMMParams
+        Weights must be positive (their logarithms are coordinates).
+
+    Returns
+    -------
+    UnconstrainedParams
+        Logits summing to zero, the means, and the covariance coordinates.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import GMMParams
+    >>> p = GMMParams(jnp.array([0.25, 0.75]), jnp.zeros((2, 1)), jnp.array([1.0, 4.0]), "spherical")
+    >>> u = to_unconstrained(p)
+    >>> [round(float(v), 4) for v in u.cov_coords]  # log-variances
+    [0.0, 1.3863]
+    >>> bool(jnp.allclose(from_unconstrained(u).weights, p.weights))
+    True
+    """
+    log_weights = jnp.log(params.weights)
+    logits = log_weights - jnp.mean(log_weights, axis=-1, keepdims=True)
+    if params.covariance_type in ("full", "tied"):
+        cov_coords = pack_cholesky(params.precisions_cholesky)
+    else:
+        cov_coords = jnp.log(params.covariances)
+    return UnconstrainedParams(logits, params.means, cov_coords, params.covariance_type)
+
+
+def precisions_cholesky(uparams: UnconstrainedParams) -> jax.Array:
+    """The precision Cholesky factor (``GMMParams.precisions_cholesky``'s shape) from unconstrained coordinates.
+
+    ``U`` for full/tied, ``exp(−½ log σ²) = 1/σ`` for diag/spherical; no
+    matrix inverse is involved.
+    """
+    if uparams.covariance_type in ("full", "tied"):
+        return unpack_cholesky(uparams.cov_coords, uparams.means.shape[-1])
+    return jnp.exp(-0.5 * uparams.cov_coords)
+
+
+def from_unconstrained(uparams: UnconstrainedParams) -> GMMParams:
+    """The mixture that unconstrained coordinates describe; inverse of :func:`to_unconstrained`.
+
+    Parameters
+    ----------
+    uparams : UnconstrainedParams
+        Any real values.
+
+    Returns
+    -------
+    GMMParams
+        ``weights = softmax(logits)``, the means, and ``Σ = (U Uᵀ)⁻¹``
+        (full/tied) or ``exp(log σ²)`` (diag/spherical).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> u = UnconstrainedParams(jnp.zeros(2), jnp.zeros((2, 2)), jnp.zeros(3), "tied")
+    >>> p = from_unconstrained(u)
+    >>> p.weights.tolist(), p.covariances.tolist()  # U = I gives Σ = I
+    ([0.5, 0.5], [[1.0, 0.0], [0.0, 1.0]])
+    """
+    cov_type = uparams.covariance_type
+    weights = jax.nn.softmax(uparams.logits, axis=-1)
+    if cov_type in ("full", "tied"):
+        covariances = covariance_from_precision_cholesky(precisions_cholesky(uparams), cov_type)
+    else:
+        covariances = jnp.exp(uparams.cov_coords)
+    return GMMParams(weights, uparams.means, covariances, cov_type)

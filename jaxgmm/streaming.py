@@ -161,12 +161,16 @@ class _Block(NamedTuple):
     n_rows: int
 
 
-def _fixed_blocks(source: _Source, block_size: int, dtype, n_features: int | None = None) -> Iterator[_Block]:
-    """Validated blocks of exactly ``block_size`` rows in ``dtype``, whatever sizes the source yields."""
+def _fixed_blocks(source: _Source, block_size: int, dtype=None, n_features: int | None = None) -> Iterator[_Block]:
+    """Validated blocks of exactly ``block_size`` rows in ``dtype``, whatever sizes the source yields.
+
+    ``dtype`` defaults to the float type JAX computes in for the first block.
+    """
     X = w = None
     filled = 0
     for _, x_raw, w_raw in _raw_rows(source, n_features):
         n_features = x_raw.shape[1]
+        dtype = dtype or float_dtype(x_raw.dtype)
         offset = 0
         while offset < x_raw.shape[0]:
             if X is None:

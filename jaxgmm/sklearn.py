@@ -1,0 +1,451 @@
+"""scikit-learn's ``GaussianMixture``, fitted by jaxgmm's EM (needs the ``sklearn`` extra).
+
+:class:`GaussianMixture` takes the same constructor parameters, has the same
+fitted attributes and methods as :class:`sklearn.mixture.GaussianMixture`,
+and passes scikit-learn's estimator checks. The differences:
+
+* the ``n_init`` restarts run in parallel in one compiled call (``vmap``);
+* ``random_state`` seeds JAX's generator, not numpy's, so a seed gives other
+  (equally valid) initialisations than scikit-learn's. An integer seed ``s``
+  gives what :func:`jaxgmm.fit` gives with ``jax.random.key(s)``;
+* ``init_params="k-means++"`` assigns every sample to its nearest k-means++
+  seed; scikit-learn instead starts each component from its seed point alone
+  (covariance ``reg_covar·I``);
+* ``fit`` also takes ``sample_weight``;
+* ``verbose`` messages are printed after the parallel run, from its history
+  (per-iteration times are the run's average).
+
+Precision: JAX computes in float32 unless ``jax_enable_x64`` is on. float64
+input is then fitted in float32 and the fitted attributes are cast back to
+float64 (so they carry float32 accuracy); with ``jax_enable_x64`` float64
+input is fitted in float64, and from the same starting parameters the fitted
+attributes equal scikit-learn's to rounding.
+"""
+
+import numbers
+import time
+import warnings
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, DensityMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.utils import check_random_state
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("jaxgmm.sklearn needs scikit-learn: pip install 'jaxgmm[sklearn]'") from exc
+
+from jaxgmm import density
+from jaxgmm.em import EMResult, em_loop
+from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _raise_if_failed
+from jaxgmm.init import INIT_METHODS, initialize
+from jaxgmm.params import GMMParams, check_covariance_type, covariance_shape, n_parameters
+from jaxgmm.sampling import sample as _sample
+from jaxgmm.validation import (
+    check_array,
+    check_n_components,
+    check_nonnegative,
+    check_params,
+    check_positive_definite,
+    check_positive_int,
+    check_sample_weight,
+    float_dtype,
+)
+
+
+def key_from_random_state(random_state) -> jax.Array:
+    """A JAX PRNG key from scikit-learn's ``random_state``.
+
+    An integer is the seed itself (``jax.random.key(seed)``); ``None`` or a
+    ``numpy.random.RandomState`` gives a seed drawn from that generator.
+    """
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        check_random_state(random_state)  # validates the range, as scikit-learn does
+        return jax.random.key(int(random_state))
+    return jax.random.key(int(check_random_state(random_state).randint(np.iinfo(np.int32).max)))
+
+
+def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
+    """``Σ = Λ⁻¹`` for precisions of any covariance type (numpy, float64)."""
+    precisions = np.asarray(precisions, dtype=np.float64)
+    if covariance_type in ("full", "tied"):
+        cov = np.linalg.inv(precisions)
+        return (cov + np.swapaxes(cov, -1, -2)) / 2  # exact symmetry, as the checks demand
+    return 1.0 / precisions
+
+
+def _initial_params(key, X, sample_weight, given, *, n_components, covariance_type, init, reg_covar) -> GMMParams:
+    """scikit-learn's initialisation: parameters from responsibilities, then the given arrays replace them.
+
+    ``given`` maps ``weights``/``means``/``covariances`` to an array or ``None``.
+    """
+    params = initialize(
+        key, X, n_components, covariance_type=covariance_type, method=init, reg_covar=reg_covar,
+        sample_weight=sample_weight,
+    )
+    return params.replace(**{name: a for name, a in given.items() if a is not None})
+
+
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter"))
+def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, covariance_type, init, max_iter, tol, reg_covar):
+    """Restarts under ``vmap`` where some initial arrays are given; keep the best."""
+
+    def one_restart(key):
+        params = _initial_params(
+            key, X, sample_weight, given, n_components=n_components, covariance_type=covariance_type,
+            init=init, reg_covar=reg_covar,
+        )
+        return em_loop(params, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar, sample_weight=sample_weight)
+
+    return _best_of(jax.vmap(one_restart)(keys))
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by EM in JAX, with scikit-learn's API.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    tol : float, default=1e-3
+        Convergence threshold on the change of the mean log-likelihood.
+    reg_covar : float, default=1e-6
+        Added to the diagonal of covariances.
+    max_iter : int, default=100
+        EM iterations per restart (0: initialise only).
+    n_init : int, default=1
+        Restarts, run in parallel; the best log-likelihood wins.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+    weights_init : array-like, shape (K,), optional
+    means_init : array-like, shape (K, D), optional
+    precisions_init : array-like, optional
+        Shape as ``covariances_``. Given initial arrays replace the ones
+        computed by ``init_params``, as in scikit-learn.
+    random_state : int, RandomState instance or None
+        Seeds JAX's generator (see the module notes).
+    warm_start : bool, default=False
+        Refit starting from the previous solution (one restart).
+    verbose : int, default=0
+    verbose_interval : int, default=10
+
+    Attributes
+    ----------
+    weights_ : ndarray, shape (K,)
+    means_ : ndarray, shape (K, D)
+    covariances_, precisions_, precisions_cholesky_ : ndarray
+        Shapes ``(K, D, D)`` full, ``(D, D)`` tied, ``(K, D)`` diag, ``(K,)``
+        spherical; ``precisions_cholesky_`` is upper triangular.
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        Mean log-likelihood in the last E-step of the best restart.
+    lower_bounds_ : ndarray, shape (n_iter_,)
+        Its mean log-likelihood at every iteration.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only for input with string column names (DataFrames).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxgmm.sklearn import GaussianMixture
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
+    >>> gm = GaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> sorted(np.round(gm.means_[:, 0]).tolist())
+    [1.0, 10.0]
+    >>> gm.predict([[0, 0], [12, 3]]).tolist() == [gm.predict([[1, 2]])[0], gm.predict([[10, 2]])[0]]
+    True
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_hyperparameters(self):
+        check_n_components(self.n_components)
+        check_covariance_type(self.covariance_type)
+        check_nonnegative(self.tol, "tol")
+        check_nonnegative(self.reg_covar, "reg_covar")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 0:
+            raise ValueError(f"max_iter must be an integer >= 0; got {self.max_iter!r}.")
+        check_positive_int(self.n_init, "n_init")
+        check_positive_int(self.verbose_interval, "verbose_interval")
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(f"Invalid init_params {self.init_params!r}: expected one of {INIT_METHODS}.")
+
+    def _given_initial_arrays(self, n_features: int) -> dict:
+        """The user's ``*_init`` arrays, validated, as float64 numpy (``None`` where not given)."""
+        k, cov_type = self.n_components, self.covariance_type
+        given = dict(weights=None, means=None, covariances=None)
+        if self.weights_init is not None:
+            weights = np.array(self.weights_init, dtype=np.float64)
+            if weights.shape != (k,):
+                raise ValueError(f"weights_init must have shape ({k},); got {weights.shape}.")
+            if not np.all(np.isfinite(weights)) or np.any(weights < 0) or abs(weights.sum() - 1) > 1e-6:
+                raise ValueError(f"weights_init must be non-negative and sum to 1; they sum to {weights.sum():.8g}.")
+            given["weights"] = weights
+        if self.means_init is not None:
+            means = np.array(self.means_init, dtype=np.float64)
+            if means.shape != (k, n_features):
+                raise ValueError(f"means_init must have shape {(k, n_features)}; got {means.shape}.")
+            if not np.all(np.isfinite(means)):
+                raise ValueError("means_init contains NaN or infinite values.")
+            given["means"] = means
+        if self.precisions_init is not None:
+            precisions = np.array(self.precisions_init, dtype=np.float64)
+            expected = covariance_shape(cov_type, k, n_features)
+            if precisions.shape != expected:
+                raise ValueError(
+                    f"precisions_init for covariance_type={cov_type!r} must have shape {expected}; "
+                    f"got {precisions.shape}."
+                )
+            if not np.all(np.isfinite(precisions)):
+                raise ValueError("precisions_init contains NaN or infinite values.")
+            check_positive_definite(precisions, cov_type, "precisions_init")
+            given["covariances"] = covariances_from_precisions(precisions, cov_type)
+        return given
+
+    def _params(self) -> GMMParams:
+        """The fitted parameters as a :class:`GMMParams` in the dtype JAX computes in."""
+        dtype = float_dtype(self.means_.dtype)
+        return GMMParams(
+            jnp.asarray(self.weights_, dtype), jnp.asarray(self.means_, dtype),
+            jnp.asarray(self.covariances_, dtype), self.covariance_type,
+        )
+
+    def _validate_X(self, X):
+        """``(numpy X in its float dtype, JAX X in the compute dtype)`` for a fitted model."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return X, check_array(X, n_features=self.means_.shape[1])
+
+    # ------------------------------------------------------------------- fit
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Estimate the parameters with EM (``n_init`` restarts in parallel).
+
+        Parameters
+        ----------
+        X : array-like, shape (N, D)
+        y : ignored
+        sample_weight : array-like, shape (N,), optional
+            Non-negative; integer weights act like repeated rows.
+
+        Returns
+        -------
+        self
+        """
+        self.fit_predict(X, y, sample_weight=sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then return the most probable component of each sample, shape ``(N,)``.
+
+        Equals ``fit(X).predict(X)``: the labels come from a final E-step
+        with the fitted parameters.
+        """
+        self._check_hyperparameters()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        out_dtype = X.dtype
+        Xj = check_array(X, min_samples=self.n_components)
+        weights = check_sample_weight(sample_weight, X.shape[0], Xj.dtype, min_positive=self.n_components)
+        given = self._given_initial_arrays(X.shape[1])
+        warm = self.warm_start and hasattr(self, "converged_")
+        settings = dict(max_iter=self.max_iter, tol=float(self.tol), reg_covar=float(self.reg_covar))
+
+        start = time.perf_counter()
+        if warm:
+            result, n_runs = self._warm_fit(Xj, weights, settings), 1
+        else:
+            result, n_runs = self._fresh_fit(Xj, weights, given, settings)
+        elapsed = time.perf_counter() - start
+        if self.max_iter > 0:
+            _raise_if_failed(result, "EM")
+        self._print_verbose(result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
+
+        params, n_iter = result.params, int(result.n_iter)
+        self.weights_ = np.asarray(params.weights, out_dtype)
+        self.means_ = np.asarray(params.means, out_dtype)
+        self.covariances_ = np.asarray(params.covariances, out_dtype)
+        self.precisions_cholesky_ = np.asarray(params.precisions_cholesky, out_dtype)
+        self.precisions_ = np.asarray(params.precisions, out_dtype)
+        self.converged_ = bool(result.converged)
+        self.n_iter_ = n_iter
+        self.lower_bound_ = out_dtype.type(result.log_likelihood)
+        self.lower_bounds_ = np.asarray(result.history[:n_iter], out_dtype)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init parameters, or "
+                "increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+            )
+        # A final E-step with the fitted parameters, so fit_predict(X) == fit(X).predict(X).
+        return np.asarray(density.predict(self._params(), Xj))
+
+    def _fresh_fit(self, Xj, weights, given, settings):
+        """Initialise and run EM; returns ``(FitResult, number of restarts run)``."""
+        n_init = self.n_init
+        keys = jax.random.split(key_from_random_state(self.random_state), n_init)
+        dtype = Xj.dtype
+        structure = dict(n_components=self.n_components, covariance_type=self.covariance_type)
+        if self.max_iter == 0:
+            # No EM: scikit-learn keeps the last initialisation.
+            return self._initial_only(keys[-1], Xj, weights, given), 1
+        if all(a is not None for a in given.values()):
+            # Every restart would start from the same arrays: one suffices.
+            init = check_params(
+                given["weights"], given["means"], given["covariances"], self.covariance_type, dtype=dtype
+            )
+            return _fit_restarts(keys[:1], Xj, weights, init, init="params", **structure, **settings), 1
+        if all(a is None for a in given.values()):
+            return _fit_restarts(keys, Xj, weights, None, init=self.init_params, **structure, **settings), n_init
+        arrays = {name: None if a is None else jnp.asarray(a, dtype) for name, a in given.items()}
+        result = _fit_restarts_overriding(keys, Xj, weights, arrays, init=self.init_params, **structure, **settings)
+        return result, n_init
+
+    def _initial_only(self, key, Xj, weights, given) -> FitResult:
+        """``max_iter=0``: the initial parameters, with no EM iteration."""
+        dtype = Xj.dtype
+        if all(a is not None for a in given.values()):
+            params = check_params(
+                given["weights"], given["means"], given["covariances"], self.covariance_type, dtype=dtype
+            )
+        else:
+            arrays = {name: None if a is None else jnp.asarray(a, dtype) for name, a in given.items()}
+            params = _initial_params(
+                key, Xj, weights, arrays, n_components=self.n_components,
+                covariance_type=self.covariance_type, init=self.init_params, reg_covar=float(self.reg_covar),
+            )
+        run = EMResult(params, jnp.asarray(-jnp.inf, dtype), jnp.asarray(0), jnp.asarray(False), jnp.zeros(0, dtype))
+        restarts = jax.tree.map(lambda leaf: leaf[None], run)
+        return FitResult(*run, restarts=restarts, best_index=jnp.asarray(0))
+
+    def _warm_fit(self, Xj, weights, settings):
+        """One EM run from the previous fit; its first change is measured from ``lower_bound_``."""
+        if self.means_.shape[1] != Xj.shape[1] or np.shape(self.covariances_) != covariance_shape(
+            self.covariance_type, self.n_components, Xj.shape[1]
+        ):
+            raise ValueError(
+                "warm_start=True needs data and settings matching the previous fit (n_features, "
+                "n_components, covariance_type); refit with warm_start=False."
+            )
+        start = self._params()
+        result = _fit_restarts(
+            jax.random.split(jax.random.key(0), 1), Xj, weights, start, init="params",
+            n_components=self.n_components, covariance_type=self.covariance_type, **settings,
+        )
+        first = result.restarts.history[0, 0]
+        if settings["max_iter"] > 0 and abs(float(first) - float(self.lower_bound_)) < settings["tol"]:
+            # scikit-learn compares the first new bound with the previous one: converged after one step.
+            result = _fit_restarts(
+                jax.random.split(jax.random.key(0), 1), Xj, weights, start, init="params",
+                n_components=self.n_components, covariance_type=self.covariance_type, **dict(settings, max_iter=1),
+            )
+            converged = jnp.asarray(True)
+            result = result._replace(converged=converged, restarts=result.restarts._replace(converged=converged[None]))
+        return result
+
+    def _print_verbose(self, result, n_runs, elapsed, previous):
+        """scikit-learn's verbose messages, reconstructed from the restarts' histories."""
+        if not self.verbose or self.max_iter == 0:
+            return
+        restarts = result.restarts
+        for r in range(n_runs):
+            n_iter = int(restarts.n_iter[r])
+            history = np.asarray(restarts.history[r, :n_iter], np.float64)
+            changes = np.diff(np.concatenate([[previous], history]))
+            per_iter = elapsed / max(1, n_runs * n_iter)
+            print(f"Initialization {r}")
+            for i in range(self.verbose_interval, n_iter + 1, self.verbose_interval):
+                if self.verbose == 1:
+                    print(f"  Iteration {i}")
+                else:
+                    print(f"  Iteration {i}\t time lapse {per_iter:.5f}s\t ll change {changes[i - 1]:.5f}")
+            status = "converged" if bool(restarts.converged[r]) else "did not converge"
+            if self.verbose == 1:
+                print(f"Initialization {status}.")
+            else:
+                lower_bound = float(restarts.log_likelihood[r])
+                print(f"Initialization {status}. time lapse {elapsed / n_runs:.5f}s\t lower bound {lower_bound:.5f}.")
+
+    # ---------------------------------------------------------------- predict
+
+    def score_samples(self, X):
+        """Log-density of each sample, shape ``(N,)``."""
+        X, Xj = self._validate_X(X)
+        return np.asarray(density.score_samples(self._params(), Xj), X.dtype)
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the samples ``X (N, D)`` (a float)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict(self, X):
+        """Most probable component of each sample, shape ``(N,)``."""
+        _, Xj = self._validate_X(X)
+        return np.asarray(density.predict(self._params(), Xj))
+
+    def predict_proba(self, X):
+        """Responsibilities ``p(z = k | x)``, shape ``(N, K)``."""
+        X, Xj = self._validate_X(X)
+        return np.asarray(density.predict_proba(self._params(), Xj), X.dtype)
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples`` points; returns ``(X (n_samples, D), y (n_samples,))`` sorted by component.
+
+        Uses a key from ``random_state`` (an integer seed gives the same
+        draws on every call, as in scikit-learn).
+        """
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample.")
+        key = jax.random.fold_in(key_from_random_state(self.random_state), 1)
+        X, labels = _sample(key, self._params(), int(n_samples))
+        order = np.argsort(np.asarray(labels), kind="stable")
+        return np.asarray(X, self.means_.dtype)[order], np.asarray(labels, np.int64)[order]
+
+    def _n_parameters(self) -> int:
+        return n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
+
+    def bic(self, X):
+        """Bayesian information criterion ``-2 log L + p log N`` on ``X (N, D)`` (lower is better)."""
+        n = np.shape(X)[0]
+        return -2 * self.score(X) * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X):
+        """Akaike information criterion ``-2 log L + 2p`` on ``X (N, D)`` (lower is better)."""
+        return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()

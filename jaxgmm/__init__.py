@@ -13,9 +13,11 @@ from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_r
 from jaxgmm.fit import FitResult, fit, fit_many, pad_datasets
 from jaxgmm.gradient import GradientResult, fit_gradient, log_likelihood, q_function
 from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmeans, kmeans_plusplus
+from jaxgmm.online import OnlineResult, OnlineState, fit_online, online_init, online_update
 from jaxgmm.params import COVARIANCE_TYPES, GMMParams, n_parameters
 from jaxgmm.sampling import sample
 from jaxgmm.selection import aic, bic
+from jaxgmm.streaming import StreamProgress, fit_stream, stream_e_step
 from jaxgmm.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
 
 __version__ = "0.1.0"
@@ -30,6 +32,9 @@ __all__ = [
     "GradientResult",
     "INIT_METHODS",
     "MethodTrace",
+    "OnlineResult",
+    "OnlineState",
+    "StreamProgress",
     "SuffStats",
     "UnconstrainedParams",
     "aic",
@@ -40,6 +45,8 @@ __all__ = [
     "fit",
     "fit_gradient",
     "fit_many",
+    "fit_online",
+    "fit_stream",
     "from_unconstrained",
     "initial_responsibilities",
     "initialize",
@@ -50,6 +57,8 @@ __all__ = [
     "log_prob",
     "m_step",
     "n_parameters",
+    "online_init",
+    "online_update",
     "pad_datasets",
     "predict",
     "predict_proba",
@@ -57,6 +66,7 @@ __all__ = [
     "sample",
     "score",
     "score_samples",
+    "stream_e_step",
     "stats_from_responsibilities",
     "to_unconstrained",
     "weighted_log_prob",

@@ -156,7 +156,8 @@ class OnlineResult(NamedTuple):
     state : OnlineState
         To continue with more data (:func:`online_update`).
     history : ndarray, shape (n_batches,)
-        Each mini-batch's mean log-likelihood before it was used (prequential score).
+        Each mini-batch's mean log-likelihood before it was used (prequential
+        score; the first batch is also the initialiser's data).
     n_samples : int
         Rows consumed.
     """

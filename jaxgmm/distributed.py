@@ -45,7 +45,7 @@ def data_mesh(devices=None, *, restart_devices: int = 1) -> Mesh:
     Examples
     --------
     >>> import jax
-    >>> data_mesh(jax.devices()[:1]).shape
+    >>> dict(data_mesh(jax.devices()[:1]).shape)
     {'restarts': 1, 'data': 1}
     """
     devices = list(jax.devices() if devices is None else devices)

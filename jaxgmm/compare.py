@@ -78,11 +78,9 @@ def _timed(fn, *args):
 
 def _em_run(num_steps, reg_covar):
     def run(params0, X, sample_weight):
-        # num_steps + 1 E-steps give the log-likelihood after 0..num_steps M-steps.
-        result = em_loop(
-            params0, X, max_iter=num_steps + 1, tol=0.0, reg_covar=reg_covar, sample_weight=sample_weight
-        )
-        return result.params, result.history
+        result = em_loop(params0, X, max_iter=num_steps, tol=0.0, reg_covar=reg_covar, sample_weight=sample_weight)
+        # history[i] is the log-likelihood before M-step i; append the final params' value.
+        return result.params, jnp.append(result.history, log_likelihood(result.params, X, sample_weight))
 
     return run
 

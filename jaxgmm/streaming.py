@@ -226,7 +226,8 @@ def _scan(source: _Source, init_size: int) -> _Scan:
             n_head += head_x[-1].shape[0]
     if n == 0:
         raise ValueError("the source yielded no rows.")
-    return _Scan(n, n_features, n_positive, total, np.dtype(dtype), (np.concatenate(head_x), np.concatenate(head_w)))
+    head = (np.concatenate(head_x), np.concatenate(head_w)) if head_x else None
+    return _Scan(n, n_features, n_positive, total, np.dtype(dtype), head)
 
 
 def _gather_rows(source: _Source, dtype, indices: np.ndarray):
@@ -393,7 +394,7 @@ def fit_stream(
 
 def _fit_source(key, src, n_components, covariance_type, n_init, init, max_iter, tol, reg_covar,
                 block_size, init_size, callback) -> FitResult:
-    scan = _scan(src, init_size)
+    scan = _scan(src, 0 if isinstance(init, GMMParams) else init_size)
     block_size = block_size or default_stream_block_size(scan.n_features)
     if scan.n_samples < n_components:
         raise ValueError(
@@ -414,8 +415,10 @@ def _fit_source(key, src, n_components, covariance_type, n_init, init, max_iter,
         x0 = check_array(x0, min_samples=n_components)
         params = _initialize_restarts(keys, x0, jnp.asarray(w0, x0.dtype), n_components=n_components,
                                       covariance_type=covariance_type, init=init, reg_covar=reg_covar)
+        del x0, w0
     else:
         params = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (n_init,) + leaf.shape), init_params)
+    scan = scan._replace(head=None)  # the initialiser's rows are not needed any more
 
     dtype = scan.dtype
     state = EMResult(

@@ -13,7 +13,7 @@ A *source* of rows is one of
 Each EM iteration is one pass: rows are regrouped into blocks of exactly
 ``block_size`` (the last one padded with rows of weight 0, so one compiled
 E-step serves every block), each block's statistics come from a jitted
-:func:`jaxgmm.e_step` (``vmap``ped over the restarts, so one pass serves them
+:func:`jaxgmm.e_step` (mapped over the restarts, so one pass serves them
 all), and the statistics are summed before one :func:`jaxgmm.m_step`.
 Statistics add up exactly, so the result equals the in-memory fit up to the
 order of floating-point sums.
@@ -253,7 +253,9 @@ def _init_sample(key, source: _Source, scan: _Scan, init_size: int):
 @jax.jit
 def _accumulate(params: GMMParams, acc: tuple[SuffStats, jax.Array], X: jax.Array, w: jax.Array):
     """Add one block's statistics (for every restart) to the running sums."""
-    stats, ll = jax.vmap(lambda p: e_step(p, X, w))(params)
+    # lax.map, not vmap: one plain e_step per restart keeps XLA's matrix
+    # products unbatched, about 1.5x faster on CPU than the vmapped version.
+    stats, ll = jax.lax.map(lambda p: e_step(p, X, w), params)
     return stats + acc[0], ll + acc[1]  # ``stats`` first: its centres are the current means
 
 

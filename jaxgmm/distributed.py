@@ -26,6 +26,7 @@ from jaxgmm.em import SuffStats, e_step, iterate_em
 from jaxgmm.fit import FitResult, _best_of, _check_init_params, _check_key, _check_options, _raise_if_failed
 from jaxgmm.init import initialize
 from jaxgmm.params import GMMParams
+from jaxgmm.streaming import check_counts
 from jaxgmm.validation import check_array, check_positive_int
 
 DATA_AXIS = "data"
@@ -225,14 +226,8 @@ def fit_sharded(
         raise ValueError(f"sample_weight must have shape ({X.shape[0]},) to match X; got {weight.shape}.")
     if not np.all(np.isfinite(weight)) or np.any(weight < 0):
         raise ValueError("sample_weight must be finite and >= 0.")
-    counts = _gather_counts(X.shape[0], np.count_nonzero(weight)).sum(axis=0)
-    if counts[0] < n_components:
-        raise ValueError(f"X has {counts[0]} samples in all but at least {n_components} are needed.")
-    if counts[1] < n_components:
-        raise ValueError(
-            f"only {counts[1]} samples have positive weight but n_components={n_components}; "
-            "need at least as many weighted samples as components."
-        )
+    n_samples, n_positive = _gather_counts(X.shape[0], np.count_nonzero(weight)).sum(axis=0)
+    check_counts(int(n_samples), int(n_positive), n_components)
     init_params = _check_init_params(init, n_components, covariance_type, X.shape[1], X.dtype)
     Xg, wg = shard_rows(np.asarray(X), weight.astype(X.dtype), mesh)
     result = _fit_sharded(

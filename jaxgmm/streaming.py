@@ -310,6 +310,21 @@ class StreamProgress(NamedTuple):
     n_samples: int
 
 
+def check_counts(n_samples: int, n_positive: int, n_components: int) -> None:
+    """Enough rows, and enough of positive weight, for ``n_components`` (counted over all blocks or processes)."""
+    if n_samples < n_components:
+        raise ValueError(
+            f"X has {n_samples} samples but at least {n_components} are needed (n_samples must be >= n_components)."
+        )
+    if n_positive == 0:
+        raise ValueError("sample_weight is zero for every sample; at least one weight must be positive.")
+    if n_positive < n_components:
+        raise ValueError(
+            f"only {n_positive} samples have positive weight but n_components={n_components}; "
+            "need at least as many weighted samples as components."
+        )
+
+
 def default_stream_block_size(n_features: int) -> int:
     """Rows per streamed block: about 4 million numbers (16 MiB in float32)."""
     return max(1024, _BLOCK_ELEMENTS // max(1, n_features))
@@ -398,18 +413,7 @@ def _fit_source(key, src, n_components, covariance_type, n_init, init, max_iter,
                 block_size, init_size, callback) -> FitResult:
     scan = _scan(src, 0 if isinstance(init, GMMParams) else init_size)
     block_size = block_size or default_stream_block_size(scan.n_features)
-    if scan.n_samples < n_components:
-        raise ValueError(
-            f"X has {scan.n_samples} samples but at least {n_components} are needed "
-            "(n_samples must be >= n_components)."
-        )
-    if scan.n_positive == 0:
-        raise ValueError("sample_weight is zero for every sample; at least one weight must be positive.")
-    if scan.n_positive < n_components:
-        raise ValueError(
-            f"only {scan.n_positive} samples have positive weight but n_components={n_components}; "
-            "need at least as many weighted samples as components."
-        )
+    check_counts(scan.n_samples, scan.n_positive, n_components)
     keys = jax.random.split(key, n_init)
     init_params = _check_init_params(init, n_components, covariance_type, scan.n_features, scan.dtype)
     if init_params is None:

@@ -1,5 +1,6 @@
 """jaxgmm.sklearn.GaussianMixture against scikit-learn: its own estimator checks, equal results, bad input."""
 
+import re
 import subprocess
 import sys
 import warnings
@@ -14,7 +15,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import jaxgmm
 import jaxgmm.sklearn
-from conftest import make_blobs, random_params, rtol_for
+from conftest import X64, make_blobs, random_params, rtol_for
 from jaxgmm.sklearn import GaussianMixture
 
 ATTRIBUTES = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_", "lower_bounds_")
@@ -31,6 +32,7 @@ def expected_failed_checks(estimator):
     }
 
 
+@pytest.mark.skipif(X64, reason="API checks, run once: in the float32 pass (they recompile per shape)")
 @parametrize_with_checks(
     [GaussianMixture(n_components=2, max_iter=5, n_init=2)], expected_failed_checks=expected_failed_checks
 )
@@ -64,40 +66,65 @@ def starting_responsibilities(X, k, method, seed):
     return np.asarray(jaxgmm.initial_responsibilities(key, jnp.asarray(X), k, method), np.float64)
 
 
-def assert_same_fit(ours, theirs, rtol):
-    for name in ATTRIBUTES:
+def assert_same_fit(ours, theirs, rtol, first_bound=True):
+    if not first_bound:
+        np.testing.assert_allclose(ours.lower_bounds_[1:], theirs.lower_bounds_[1:], rtol=rtol)
+    for name in ATTRIBUTES[:-1] + ATTRIBUTES[-1:] * first_bound:
         np.testing.assert_allclose(getattr(ours, name), getattr(theirs, name), rtol=rtol, atol=rtol, err_msg=name)
     assert ours.n_iter_ == theirs.n_iter_
     assert ours.converged_ == theirs.converged_
     np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=rtol)
 
 
+TIED_RANDOM_FROM_DATA = pytest.mark.xfail(
+    strict=True,
+    reason="scikit-learn's tied covariance from responsibilities uses X.T @ X over all rows, assuming each "
+    "row's responsibilities sum to 1; random_from_data's do not (one row per component), so its start differs",
+)
+
+
 @pytest.mark.x64
-@pytest.mark.parametrize("init_params", jaxgmm.INIT_METHODS)
+@pytest.mark.parametrize(
+    "covariance_type, init_params",
+    [
+        pytest.param(c, i, marks=TIED_RANDOM_FROM_DATA if (c, i) == ("tied", "random_from_data") else ())
+        for c in jaxgmm.COVARIANCE_TYPES
+        for i in jaxgmm.INIT_METHODS
+    ],
+)
 def test_fit_equals_scikit_learn_from_the_same_start(covariance_type, init_params):
     X = data(seed=1, separation=3.0)
-    settings = dict(n_components=3, covariance_type=covariance_type, tol=1e-6, max_iter=200)
-    ours = GaussianMixture(init_params=init_params, random_state=7, **settings).fit(X)
-    theirs = PatchedSklearnGM(resp=starting_responsibilities(X, 3, init_params, 7), **settings).fit(X)
-    assert ours.converged_ and ours.n_iter_ > 3
-    assert_same_fit(ours, theirs, 1e-8)
+    settings = dict(n_components=3, covariance_type=covariance_type, tol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # both stop at the same iteration, tested below
+        ours = GaussianMixture(init_params=init_params, random_state=7, **settings).fit(X)
+        theirs = PatchedSklearnGM(resp=starting_responsibilities(X, 3, init_params, 7), **settings).fit(X)
+    assert ours.n_iter_ >= 2
+    # scikit-learn's random_from_data start divides the counts by N, so its initial weights sum to K/N
+    # and its first lower bound is off by log(N/K); the iterates from the first M-step on agree.
+    assert_same_fit(ours, theirs, 1e-8, first_bound=init_params != "random_from_data")
     assert ours.means_.dtype == np.float64 and isinstance(ours.lower_bound_, np.float64)
 
 
+GIVEN = [("means",), ("weights", "precisions"), ("weights", "means", "precisions"), ("precisions",)]
+
+
 @pytest.mark.x64
-@pytest.mark.parametrize("given", [("means",), ("weights", "precisions"), ("weights", "means", "precisions")])
-def test_initial_arrays_replace_the_computed_ones_as_in_scikit_learn(covariance_type, given):
-    X = data(seed=2)
+def test_initial_arrays_replace_the_computed_ones_as_in_scikit_learn(covariance_type):
+    X, _, _, true_means, _ = make_blobs(seed=2, n=240, k=3, d=2, separation=4.0)
+    given = GIVEN[jaxgmm.COVARIANCE_TYPES.index(covariance_type)]  # every combination once over the types
     start = random_params(np.random.default_rng(3), covariance_type, k=3, d=2)
-    arrays = dict(weights=start.weights, means=start.means, precisions=start.precisions)
+    arrays = dict(weights=start.weights, means=true_means + 0.5, precisions=start.precisions)
     inits = {f"{name}_init": np.asarray(arrays[name]) for name in given}
     settings = dict(n_components=3, covariance_type=covariance_type, max_iter=100, **inits)
-    ours = GaussianMixture(random_state=5, n_init=3, **settings).fit(X)
-    # The best of 3 restarts; scikit-learn started from the best restart's responsibilities.
-    restarts = jax.random.split(jax.random.key(5), 3)
+    ours = GaussianMixture(random_state=5, n_init=2, **settings).fit(X)
+    # The best of 2 restarts; scikit-learn started from each restart's responsibilities.
+    restarts = jax.random.split(jax.random.key(5), 2)
     best = max(
-        (PatchedSklearnGM(resp=np.asarray(jaxgmm.initial_responsibilities(k, jnp.asarray(X), 3, "kmeans")), **settings).fit(X)
-         for k in restarts),
+        (
+            PatchedSklearnGM(resp=np.asarray(jaxgmm.initial_responsibilities(k, jnp.asarray(X), 3)), **settings).fit(X)
+            for k in restarts
+        ),
         key=lambda gm: gm.lower_bound_,
     )
     assert_same_fit(ours, best, 1e-8)
@@ -134,9 +161,9 @@ def test_verbose_messages_match_scikit_learn(capsys):
         outputs.append(capsys.readouterr().out.splitlines())
     ours, theirs = outputs
     assert len(ours) == len(theirs) > 3
+    without_times = re.compile(r"time lapse [0-9.]+s")
     for a, b in zip(ours, theirs):  # same messages; times differ
-        assert a.split("time lapse")[0] == b.split("time lapse")[0]
-        assert a.split("ll change")[-1] == b.split("ll change")[-1]
+        assert without_times.sub("", a) == without_times.sub("", b)
 
 
 def test_scores_equal_scikit_learn_for_the_same_parameters(covariance_type, dtype):
@@ -158,7 +185,7 @@ def test_scores_equal_scikit_learn_for_the_same_parameters(covariance_type, dtyp
 
 def test_attributes_are_numpy_in_the_input_dtype(dtype):
     for input_dtype in (np.float32, np.float64):
-        gm = GaussianMixture(2, random_state=0).fit(data().astype(input_dtype))
+        gm = GaussianMixture(3, random_state=0).fit(data().astype(input_dtype))
         for name in ATTRIBUTES:
             value = getattr(gm, name)
             assert type(value) is np.ndarray and value.dtype == input_dtype, name
@@ -168,9 +195,9 @@ def test_attributes_are_numpy_in_the_input_dtype(dtype):
 
 
 def test_fit_predict_equals_fit_then_predict(covariance_type):
-    # EM stopped early, so the final E-step changes labels: they must still agree.
-    X = data(seed=10, separation=1.0)
-    settings = dict(covariance_type=covariance_type, max_iter=2, random_state=3)
+    # Stopped before convergence (tol=0), so the final E-step can change labels: they must still agree.
+    X = data(seed=10, separation=0.5)
+    settings = dict(covariance_type=covariance_type, tol=0.0, random_state=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = GaussianMixture(3, **settings).fit_predict(X)
@@ -220,12 +247,12 @@ def test_integer_weights_equal_repeated_rows(dtype):
 
 
 def test_sample_returns_sorted_draws_with_the_fitted_moments(covariance_type):
-    gm = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(data(seed=17, k=2))
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(data(seed=17))
     X, y = gm.sample(20_000)
     assert X.shape == (20_000, 2) and X.dtype == gm.means_.dtype and y.dtype == np.int64
     assert np.all(np.diff(y) >= 0)  # grouped by component, as scikit-learn returns them
-    np.testing.assert_allclose(np.bincount(y, minlength=2) / len(y), gm.weights_, atol=0.015)
-    for k in range(2):
+    np.testing.assert_allclose(np.bincount(y, minlength=3) / len(y), gm.weights_, atol=0.015)
+    for k in range(3):
         np.testing.assert_allclose(X[y == k].mean(0), gm.means_[k], atol=0.1)
     X2, _ = gm.sample(20_000)
     np.testing.assert_array_equal(X, X2)  # an int random_state repeats, as in scikit-learn
@@ -236,13 +263,13 @@ def test_sample_returns_sorted_draws_with_the_fitted_moments(covariance_type):
 def test_feature_names_are_recorded_and_checked():
     pd = pytest.importorskip("pandas")
     X = data()
-    gm = GaussianMixture(2, random_state=0).fit(pd.DataFrame(X, columns=["a", "b"]))
+    gm = GaussianMixture(3, random_state=0).fit(pd.DataFrame(X, columns=["a", "b"]))
     assert list(gm.feature_names_in_) == ["a", "b"]
     with pytest.warns(UserWarning, match="feature names"):
         gm.predict(X)
     with pytest.raises(ValueError, match="feature names"):
         gm.predict(pd.DataFrame(X, columns=["b", "a"]))
-    assert not hasattr(GaussianMixture(2, random_state=0).fit(X), "feature_names_in_")
+    assert not hasattr(GaussianMixture(3, random_state=0).fit(X), "feature_names_in_")
 
 
 def test_importing_jaxgmm_does_not_need_scikit_learn():
@@ -286,7 +313,7 @@ def test_bad_input_raises_a_clear_error_and_modifies_nothing(X, params, fit_kwar
 
 
 def test_predict_rejects_a_different_number_of_features():
-    gm = GaussianMixture(2, random_state=0).fit(GOOD)
+    gm = GaussianMixture(3, random_state=0).fit(data())
     for method in ("predict", "predict_proba", "score_samples", "score"):
         with pytest.raises(ValueError, match="3 features"):
             getattr(gm, method)(np.zeros((4, 3)))

@@ -12,6 +12,7 @@ from jaxgmm.density import log_prob, predict, predict_proba, score, score_sample
 from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_responsibilities
 from jaxgmm.fit import FitResult, fit, fit_many, pad_datasets
 from jaxgmm.gradient import GradientResult, fit_gradient, log_likelihood, q_function
+from jaxgmm.io import load, save
 from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmeans, kmeans_plusplus
 from jaxgmm.online import OnlineResult, OnlineState, fit_online, online_init, online_update
 from jaxgmm.params import COVARIANCE_TYPES, GMMParams, n_parameters
@@ -52,6 +53,7 @@ __all__ = [
     "initialize",
     "kmeans",
     "kmeans_plusplus",
+    "load",
     "load_faithful",
     "log_likelihood",
     "log_prob",
@@ -64,6 +66,7 @@ __all__ = [
     "predict_proba",
     "q_function",
     "sample",
+    "save",
     "score",
     "score_samples",
     "stream_e_step",

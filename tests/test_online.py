@@ -89,15 +89,15 @@ def test_online_em_approaches_batch_em_on_held_out_data():
 
 
 def test_fit_online_reads_a_one_shot_stream_and_validates():
-    X, *_ = make_blobs(seed=34, n=1000, k=2, d=2, separation=8.0)
+    X, _, _, true_means, _ = make_blobs(seed=34, n=1000, k=2, d=2, separation=8.0)
     steps = []
     stream = (X[i : i + 64] for i in range(0, 1000, 64))  # a generator: read once
     result = jaxgmm.fit_online(jax.random.key(1), stream, 2, batch_size=100, callback=lambda t, ll: steps.append(t))
     assert result.n_samples == 1000 and steps == list(range(1, 11))
     assert np.all(np.isfinite(result.history))
-    # Two far-apart clusters: one pass finds them as batch EM does.
-    batch = jaxgmm.fit(jax.random.key(1), X, 2)
-    np.testing.assert_allclose(jaxgmm.score(result.params, X), batch.log_likelihood, rtol=1e-2)
+    # Two far-apart clusters: one pass finds their means (to sampling error).
+    found = np.sort(np.asarray(result.params.means)[:, 0])
+    np.testing.assert_allclose(found, np.sort(true_means[:, 0]), atol=0.3)
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="kappa must be in"):
         jaxgmm.fit_online(key, X, 2, kappa=0.5)

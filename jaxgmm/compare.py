@@ -140,9 +140,9 @@ def compare(
     >>> import jax, optax, jaxgmm
     >>> X = jaxgmm.load_faithful()
     >>> start = jaxgmm.initialize(jax.random.key(0), jax.numpy.asarray(X, "float32"), 2)
-    >>> out = jaxgmm.compare(start, X, {"L-BFGS": optax.lbfgs()}, num_steps=20, epsilon=1e-3)
+    >>> out = jaxgmm.compare(start, X, {"Adam": optax.adam(1e-2)}, num_steps=20, epsilon=1e-3)
     >>> list(out.methods), out.methods["EM"].trace.shape
-    (['EM', 'L-BFGS'], (21,))
+    (['EM', 'Adam'], (21,))
     """
     num_steps = check_positive_int(num_steps, "num_steps")
     epsilon = check_nonnegative(epsilon, "epsilon")

@@ -1,43 +1,502 @@
-"""The ``jaxgmm`` command line."""
+"""The ``jaxgmm`` command line: fit, predict, select, sample and demo.
+
+Every failure (a missing file, a malformed CSV, non-numeric or NaN values,
+bad options) is one line on stderr and a non-zero exit status, never a
+traceback. Progress goes to stderr, and only when it is a terminal and
+``--quiet`` is not given.
+"""
 
 import argparse
+import csv
+import math
+import os
 import sys
+from pathlib import Path
+
+import numpy as np
+
+# Values that mean "missing" in a CSV cell; they are reported as NaN.
+_MISSING = {"", "nan", "na", "n/a", "null", "none"}
 
 
-def demo(args) -> int:
-    """Fit the bundled Old Faithful data with K=2, print the result and plot it."""
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message, exit status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# ----------------------------------------------------------------------------- data in and out
+
+
+def read_data(path, columns=None) -> tuple[np.ndarray, list[str]]:
+    """``(X (N, D) float64, column names)`` from a CSV file with a header row, or a ``.npy`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    if path.suffix == ".npy":
+        try:
+            X = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise CLIError(f"{path}: not a readable .npy array ({exc})") from None
+        if X.ndim == 1:
+            X = X[:, None]
+        if X.ndim != 2 or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise CLIError(f"{path}: expected a 2-D numeric array; got shape {X.shape}, dtype {X.dtype}")
+        names = [f"x{j}" for j in range(X.shape[1])]
+        X = np.asarray(X, dtype=np.float64)
+    else:
+        X, names = _read_csv(path)
+    if columns:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise CLIError(f"{path}: no column {', '.join(map(repr, missing))}; columns are {', '.join(names)}")
+        index = [names.index(c) for c in wanted]
+        X, names = X[:, index], wanted
+    if X.shape[0] == 0:
+        raise CLIError(f"{path}: no data rows")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise CLIError(f"{path}: NaN or missing value in column {names[col]!r} (data row {row + 1}); remove or impute it")
+    return X, names
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise CLIError(f"{path}: not a text CSV file") from None
+    except csv.Error as exc:
+        raise CLIError(f"{path}: malformed CSV ({exc})") from None
+    rows = [r for r in rows if r and any(cell.strip() for cell in r)]
+    if not rows:
+        raise CLIError(f"{path}: empty file")
+    names = [c.strip() for c in rows[0]]
+    if any(_is_number(c) for c in names):
+        raise CLIError(f"{path}: the first row must be a header of column names; got {','.join(rows[0])}")
+    X = np.empty((len(rows) - 1, len(names)))
+    for i, row in enumerate(rows[1:]):
+        if len(row) != len(names):
+            raise CLIError(f"{path}: malformed CSV: line {i + 2} has {len(row)} fields, the header has {len(names)}")
+        for j, cell in enumerate(row):
+            cell = cell.strip()
+            if cell.lower() in _MISSING:
+                X[i, j] = np.nan
+            elif _is_number(cell):
+                X[i, j] = float(cell)
+            else:
+                raise CLIError(f"{path}: non-numeric value {cell!r} in column {names[j]!r} (line {i + 2})")
+    return X, names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def write_csv(path, header, rows) -> None:
+    """Write rows under a header to ``path`` (``-`` or ``None``: stdout)."""
+    if path in (None, "-"):
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    try:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+    except OSError as exc:
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _standardize(X):
+    center, scale = X.mean(axis=0), X.std(axis=0)
+    if np.any(scale == 0):
+        raise CLIError("--standardize: a column is constant (standard deviation 0)")
+    return (X - center) / scale, center, scale
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """One self-overwriting status line on a terminal; silent otherwise."""
+
+    def __init__(self, stream=None, quiet=False):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._width = 0
+
+    def show(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write("\r" + text.ljust(self._width))
+            self.stream.flush()
+            self._width = len(text)
+
+    def done(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+class _RestartTracker:
+    """Turns per-restart E-step reports into "restarts done, iteration, log-likelihood"."""
+
+    def __init__(self, progress, n_init, max_iter, tol):
+        self.progress, self.n_init, self.max_iter, self.tol = progress, n_init, max_iter, tol
+        self.iterations = [0] * n_init
+        self.last = [-math.inf] * n_init
+        self.done = [False] * n_init
+
+    def report(self, restart, log_likelihood):
+        r, ll = int(restart), float(log_likelihood)
+        if self.done[r]:
+            return  # under vmap, stopped restarts are still evaluated until all stop
+        self.iterations[r] += 1
+        if abs(ll - self.last[r]) < self.tol or self.iterations[r] >= self.max_iter or not math.isfinite(ll):
+            self.done[r] = True
+        self.last[r] = ll
+        finite = [v for v in self.last if math.isfinite(v)]
+        best = f"{max(finite):.6f}" if finite else "-"
+        self.progress.show(
+            f"EM: {sum(self.done)}/{self.n_init} restarts done, iteration {max(self.iterations)}, "
+            f"best log-likelihood {best}"
+        )
+
+
+def fit_reporting(key, X, n_components, *, covariance_type, n_init, max_iter, tol, reg_covar, progress):
+    """:func:`jaxgmm.fit`, showing progress on a terminal.
+
+    With progress off this is :func:`jaxgmm.fit`. With it on, the same
+    restarts run under ``vmap`` with an E-step that reports each
+    log-likelihood to the terminal through ``jax.debug.callback``.
+    """
+    from jaxgmm.fit import fit
+
+    if not progress.enabled:
+        return fit(key, X, n_components, covariance_type=covariance_type, n_init=n_init, max_iter=max_iter,
+                   tol=tol, reg_covar=reg_covar)
     import jax
 
-    from jaxgmm.datasets import FAITHFUL_COLUMNS, load_faithful
-    from jaxgmm.density import predict
-    from jaxgmm.fit import fit
-    from jaxgmm.report import format_fit
+    from jaxgmm.fit import _check_key, _check_options, _raise_if_failed
+    from jaxgmm.validation import check_array
 
-    X = load_faithful()
-    result = fit(jax.random.key(args.seed), X, 2, covariance_type="full", n_init=args.n_init)
-    print(f"Old Faithful: {X.shape[0]} eruptions, features {', '.join(FAITHFUL_COLUMNS)}; K = 2, full covariances\n")
-    print(format_fit(result, FAITHFUL_COLUMNS))
+    key = _check_key(key)
+    n_components, n_init, max_iter, tol, reg_covar = _check_options(
+        n_components, covariance_type, n_init, "kmeans", max_iter, tol, reg_covar
+    )
+    X = check_array(X, min_samples=n_components)
+    tracker = _RestartTracker(progress, n_init, max_iter, tol)
+    result = _restarts_reporting(
+        jax.random.split(key, n_init), X, tracker.report, n_components=n_components,
+        covariance_type=covariance_type, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+    )
+    jax.effects_barrier()
+    progress.done()
+    _raise_if_failed(result, "EM")
+    return result
+
+
+def _restarts_reporting(keys, X, report, *, n_components, covariance_type, max_iter, tol, reg_covar):
+    import jax
+    import jax.numpy as jnp
+
+    from jaxgmm.em import e_step, iterate_em
+    from jaxgmm.fit import _best_of
+    from jaxgmm.init import initialize
+
+    @jax.jit  # a closure over `report`; compiled once per call (one fit per command)
+    def run(keys, X, tol, reg_covar):
+        weight = jnp.ones(X.shape[0], X.dtype)
+
+        def one_restart(index, key):
+            params = initialize(key, X, n_components, covariance_type=covariance_type, reg_covar=reg_covar)
+
+            def stats_fn(p):
+                stats, ll = e_step(p, X, weight)
+                jax.debug.callback(report, index, ll / X.shape[0])
+                return stats, ll
+
+            return iterate_em(stats_fn, params, jnp.sum(weight), max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+
+        return _best_of(jax.vmap(one_restart)(jnp.arange(keys.shape[0]), keys))
+
+    return run(keys, X, tol, reg_covar)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _fit_and_report(X, names, k, args, progress, title):
+    """Fit, print the table, write the figure if asked; returns the FitResult."""
+    import jax
+
+    from jaxgmm.density import predict
+    from jaxgmm.report import format_fit
+    from jaxgmm.selection import bic
+
+    result = fit_reporting(
+        jax.random.key(args.seed), X, k, covariance_type=args.covariance_type, n_init=args.n_init,
+        max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar, progress=progress,
+    )
+    Xj = jax.numpy.asarray(X, result.params.dtype)
+    print(format_fit(result, names, bic=float(bic(result.params, Xj))))
     if args.plot:
+        if X.shape[1] < 2:
+            raise CLIError("--plot needs data with at least 2 columns")
         from jaxgmm.plotting import plot_fit
 
-        labels = predict(result.params, jax.numpy.asarray(X, result.params.dtype))
-        fig = plot_fit(X, labels, result.params, result.history, FAITHFUL_COLUMNS, title="Old Faithful, K = 2")
-        fig.savefig(args.plot, dpi=120)
-        print(f"\nfigure written to {args.plot}")
+        labels = predict(result.params, Xj)
+        fig = plot_fit(X, labels, result.params, result.history, names, title=title)
+        _savefig(fig, args.plot)
+    return result
+
+
+def _savefig(fig, path):
+    try:
+        fig.savefig(path, dpi=120)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot write figure {path}: {exc}") from None
+    print(f"\nfigure written to {path}")
+
+
+def cmd_fit(args) -> int:
+    from jaxgmm.io import save
+
+    X, names = read_data(args.data, args.columns)
+    center = scale = None
+    if args.standardize:
+        X, center, scale = _standardize(X)
+    progress = Progress(quiet=args.quiet)
+    cov = args.covariance_type
+    print(f"{args.data}: {X.shape[0]} rows, columns {', '.join(names)}; K = {args.k}, {cov} covariances, "
+          f"{args.n_init} restart(s){'; standardized (table in standardized units)' if args.standardize else ''}\n")
+    result = _fit_and_report(X, names, args.k, args, progress, title=f"{Path(args.data).name}, K = {args.k}")
+    try:
+        save(args.out, result.params, feature_names=names, center=center, scale=scale)
+    except OSError as exc:
+        raise CLIError(f"cannot write model {args.out}: {exc.strerror or exc}") from None
+    print(f"model written to {args.out}")
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxgmm", description="Gaussian mixtures fitted by EM in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="fit the bundled Old Faithful data and show the result")
-    p_demo.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
-    p_demo.add_argument("--n-init", type=int, default=4, help="restarts run in parallel (default 4)")
-    p_demo.add_argument("--plot", default="faithful.png", help="figure path (default faithful.png); '' for none")
-    p_demo.set_defaults(func=demo)
-    args = parser.parse_args(argv)
-    return args.func(args)
+def _read_model(path):
+    from jaxgmm.io import read_model
+    from jaxgmm.params import GMMParams
 
+    if not Path(path).is_file():
+        raise CLIError(f"{path}: no such file")
+    saved = read_model(path)
+    if not isinstance(saved.model, GMMParams):  # a saved estimator: use its parameters
+        m = saved.model
+        names = saved.feature_names or getattr(m, "feature_names_in_", None)
+        params = GMMParams(m.weights_, m.means_, m.covariances_, m.covariance_type)
+        return saved._replace(model=params, feature_names=None if names is None else tuple(names))
+    return saved
+
+
+def cmd_predict(args) -> int:
+    import jax.numpy as jnp
+
+    from jaxgmm.density import predict, predict_proba
+
+    saved = _read_model(args.model)
+    params = saved.model
+    X, names = read_data(args.data)
+    if saved.feature_names is not None and all(n in names for n in saved.feature_names):
+        X = X[:, [names.index(n) for n in saved.feature_names]]
+    elif X.shape[1] != params.n_features:
+        raise CLIError(f"{args.data} has {X.shape[1]} columns but the model was fitted to {params.n_features}")
+    if saved.center is not None:
+        X = (X - saved.center) / saved.scale
+    Xj = jnp.asarray(X, params.dtype)
+    if args.proba:
+        proba = np.asarray(predict_proba(params, Xj), np.float64)
+        header = [f"p{k}" for k in range(params.n_components)]
+        write_csv(args.out, header, [[f"{v:.6g}" for v in row] for row in proba])
+    else:
+        write_csv(args.out, ["component"], [[int(v)] for v in np.asarray(predict(params, Xj))])
+    if args.out not in (None, "-"):
+        print(f"{X.shape[0]} {'probabilities' if args.proba else 'labels'} written to {args.out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import jax
+
+    from jaxgmm.sampling import sample
+
+    if args.n < 1:
+        raise CLIError(f"-n must be >= 1; got {args.n}")
+    saved = _read_model(args.model)
+    X, _ = sample(jax.random.key(args.seed), saved.model, args.n)
+    X = np.asarray(X, np.float64)
+    if saved.center is not None:
+        X = X * saved.scale + saved.center
+    names = saved.feature_names or [f"x{j}" for j in range(X.shape[1])]
+    write_csv(args.out, list(names), [[f"{v:.10g}" for v in row] for row in X])
+    if args.out not in (None, "-"):
+        print(f"{args.n} samples written to {args.out}")
+    return 0
+
+
+def _parse_k_range(text: str) -> list[int]:
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-", 1))
+            ks = list(range(lo, hi + 1))
+        else:
+            ks = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise CLIError(f"--k must look like 1-8 or 1,2,4; got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise CLIError(f"--k must name numbers of components >= 1; got {text!r}")
+    return ks
+
+
+def cmd_select(args) -> int:
+    import jax
+
+    from jaxgmm.fit import fit
+    from jaxgmm.params import COVARIANCE_TYPES
+    from jaxgmm.report import format_selection
+    from jaxgmm.selection import bic
+
+    ks = _parse_k_range(args.k)
+    types = [t.strip() for t in args.covariance_types.split(",") if t.strip()]
+    unknown = [t for t in types if t not in COVARIANCE_TYPES]
+    if unknown or not types:
+        raise CLIError(f"--covariance-types: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(COVARIANCE_TYPES)}")
+    X, names = read_data(args.data, args.columns)
+    if args.standardize:
+        X, _, _ = _standardize(X)
+    if max(ks) > X.shape[0]:
+        raise CLIError(f"--k goes up to {max(ks)} but {args.data} has only {X.shape[0]} rows")
+    progress = Progress(quiet=args.quiet)
+    bics = {t: [] for t in types}
+    total, count = len(ks) * len(types), 0
+    for t in types:
+        for k in ks:
+            count += 1
+            progress.show(f"select: fitting K = {k}, {t} ({count}/{total})")
+            try:
+                result = fit(jax.random.key(args.seed), X, k, covariance_type=t, n_init=args.n_init,
+                             max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar)
+                bics[t].append(float(bic(result.params, jax.numpy.asarray(X, result.params.dtype))))
+            except ValueError as exc:
+                if "failed" not in str(exc):
+                    raise
+                bics[t].append(float("nan"))  # a degenerate fit: shown as failed, not fatal
+    progress.done()
+    print(f"{args.data}: {X.shape[0]} rows, columns {', '.join(names)}; BIC (lower is better), "
+          f"{args.n_init} restart(s) each\n")
+    print(format_selection(ks, bics))
+    if args.plot:
+        from jaxgmm.plotting import plot_bic
+
+        _savefig(plot_bic(ks, bics, title=f"{Path(args.data).name}: BIC by K and covariance type"), args.plot)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Fit the bundled Old Faithful data with K=2, print the result and plot it."""
+    from jaxgmm.datasets import FAITHFUL_COLUMNS, load_faithful
+
+    X = load_faithful()
+    print(f"Old Faithful: {X.shape[0]} eruptions, features {', '.join(FAITHFUL_COLUMNS)}; K = 2, full covariances\n")
+    args.covariance_type, args.max_iter, args.tol, args.reg_covar = "full", 100, 1e-3, 1e-6
+    _fit_and_report(X, list(FAITHFUL_COLUMNS), 2, args, Progress(quiet=args.quiet), title="Old Faithful, K = 2")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _fit_options(p, *, covariance_type=True):
+    if covariance_type:
+        p.add_argument("--covariance-type", default="full", choices=("full", "tied", "diag", "spherical"),
+                       help="covariance type (default full)")
+    p.add_argument("--n-init", type=int, default=1, help="restarts, run in parallel (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--max-iter", type=int, default=100, help="EM iterations per restart (default 100)")
+    p.add_argument("--tol", type=float, default=1e-3, help="convergence threshold (default 1e-3)")
+    p.add_argument("--reg-covar", type=float, default=1e-6, help="added to covariance diagonals (default 1e-6)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxgmm", description="Gaussian mixtures fitted by EM in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("fit", help="fit a mixture to a CSV (with header) or .npy file")
+    p.add_argument("data", help="CSV file with a header row, or a .npy array")
+    p.add_argument("-k", type=int, required=True, help="number of components")
+    _fit_options(p)
+    p.add_argument("--columns", help="comma-separated column names to use (default all)")
+    p.add_argument("--standardize", action="store_true", help="fit (x - mean) / sd; saved with the model")
+    p.add_argument("--out", required=True, help="model file to write (.npz)")
+    p.add_argument("--plot", help="figure to write (.png)")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="label (or give probabilities for) the rows of a data file")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--proba", action="store_true", help="write component probabilities instead of labels")
+    p.add_argument("--out", help="CSV to write (default stdout)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("select", help="BIC table over numbers of components and covariance types")
+    p.add_argument("data")
+    p.add_argument("--k", default="1-8", help="numbers of components: 1-8 or 1,2,4 (default 1-8)")
+    p.add_argument("--covariance-types", default="full,tied,diag,spherical", help="comma-separated (default all)")
+    _fit_options(p, covariance_type=False)
+    p.add_argument("--columns", help="comma-separated column names to use (default all)")
+    p.add_argument("--standardize", action="store_true", help="fit (x - mean) / sd")
+    p.add_argument("--plot", help="figure of BIC against K to write (.png)")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("sample", help="draw samples from a saved model")
+    p.add_argument("model")
+    p.add_argument("-n", type=int, required=True, help="number of samples")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--out", help="CSV to write (default stdout)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("demo", help="fit the bundled Old Faithful data and show the result")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    p.add_argument("--n-init", type=int, default=4, help="restarts run in parallel (default 4)")
+    p.add_argument("--plot", default="faithful.png", help="figure path (default faithful.png); '' for none")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # e.g. `jaxgmm predict ... | head`: stop quietly
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except OSError as exc:
+        message = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    except Exception as exc:  # noqa: BLE001 - CLIError, the library's ValueErrors, anything: never a traceback
+        message = str(exc) if isinstance(exc, (CLIError, ValueError, TypeError, ImportError)) else (
+            f"unexpected {type(exc).__name__}: {exc}"
+        )
+    print(f"jaxgmm {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,10 @@ A model file is a numpy ``.npz`` archive (a zip of ``.npy`` arrays), read with
   ``converged_``, ``n_iter_``, ``n_features_in_``.
 * ``weights (K,)``, ``means (K, D)``, ``covariances`` (shape by covariance
   type), all in ``dtype``.
+* optional, for any kind: ``feature_names (D,)`` (unicode) and the
+  standardisation the data went through before fitting, ``center (D,)`` and
+  ``scale (D,)`` (float64; the model describes ``(x − center) / scale``),
+  as written by the ``jaxgmm`` command.
 * estimator only: ``precisions``, ``precisions_cholesky``, ``lower_bound``
   (0-d), ``lower_bounds (n_iter_,)``, optionally ``feature_names_in`` (a
   unicode array) and ``init.weights_init`` / ``init.means_init`` /
@@ -26,6 +30,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +44,16 @@ _PARAM_ARRAYS = ("weights", "means", "covariances")
 _ESTIMATOR_ARRAYS = ("precisions", "precisions_cholesky", "lower_bound", "lower_bounds")
 _INIT_ARRAYS = ("weights_init", "means_init", "precisions_init")
 _FLOAT_DTYPES = ("float32", "float64")
+_INFO_ARRAYS = ("feature_names", "center", "scale")
+
+
+class SavedModel(NamedTuple):
+    """What :func:`read_model` returns: the model and what was saved with it (``None`` if not)."""
+
+    model: object
+    feature_names: tuple | None
+    center: np.ndarray | None
+    scale: np.ndarray | None
 
 
 def _version() -> str:
@@ -60,7 +75,7 @@ def _json_value(name, value):
     raise ValueError(f"cannot save parameter {name}={value!r}.")
 
 
-def save(path, model) -> None:
+def save(path, model, *, feature_names=None, center=None, scale=None) -> None:
     """Write a :class:`GMMParams` or a fitted :class:`jaxgmm.sklearn.GaussianMixture` to ``path``.
 
     Parameters
@@ -68,6 +83,9 @@ def save(path, model) -> None:
     path : str or os.PathLike
         Written as given (no suffix is added); the file is replaced atomically.
     model : GMMParams or fitted jaxgmm.sklearn.GaussianMixture
+    feature_names : sequence of str, shape (D,), optional
+    center, scale : array-like, shape (D,), optional
+        The model was fitted to ``(x − center) / scale``.
 
     Examples
     --------
@@ -92,6 +110,15 @@ def save(path, model) -> None:
     if dtype.name not in _FLOAT_DTYPES or arrays["means"].ndim != 2:
         raise ValueError(f"cannot save parameters of dtype {dtype} and means shape {arrays['means'].shape}.")
     header.update(dtype=dtype.name, n_components=arrays["means"].shape[0], n_features=arrays["means"].shape[1])
+    n_features = arrays["means"].shape[1]
+    if feature_names is not None:
+        arrays["feature_names"] = np.asarray([str(n) for n in feature_names], dtype=str)
+    for name, value in (("center", center), ("scale", scale)):
+        if value is not None:
+            arrays[name] = np.asarray(value, dtype=np.float64)
+    for name in _INFO_ARRAYS:
+        if name in arrays and arrays[name].shape != (n_features,):
+            raise ValueError(f"{name} must have shape ({n_features},); got {arrays[name].shape}.")
     arrays["header"] = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -136,6 +163,8 @@ def _read_members(path) -> dict:
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if "pickle" in str(exc):
+            raise _bad(path, "it is not an .npz archive (it may hold pickled Python objects, which are never loaded).") from None
         raise _bad(path, f"cannot read it as an .npz archive ({exc}).") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _bad(path, "it holds a single array, not an .npz archive.")
@@ -181,7 +210,7 @@ def _read_header(path, members) -> dict:
 
 def _check_arrays(path, header, members) -> None:
     k, d, cov_type = header["n_components"], header["n_features"], header["covariance_type"]
-    expected = {"header", *_PARAM_ARRAYS}
+    expected = {"header", *_PARAM_ARRAYS, *_INFO_ARRAYS}
     shapes = {"weights": (k,), "means": (k, d), "covariances": covariance_shape(cov_type, k, d)}
     if header["kind"] == "GaussianMixture":
         expected |= set(_ESTIMATOR_ARRAYS) | {"feature_names_in"} | {"init." + n for n in _INIT_ARRAYS}
@@ -201,10 +230,16 @@ def _check_arrays(path, header, members) -> None:
         a = members[name]
         if a.dtype != np.dtype(header["dtype"]) or a.shape != shape:
             raise _bad(path, f"member {name!r} has dtype {a.dtype} and shape {a.shape}; expected {header['dtype']} {shape}.")
-    if "feature_names_in" in members:
-        names = members["feature_names_in"]
-        if names.dtype.kind != "U" or names.shape != (d,):
-            raise _bad(path, "feature_names_in must be {d} strings.")
+    for name in ("feature_names_in", "feature_names"):
+        if name in members and (members[name].dtype.kind != "U" or members[name].shape != (d,)):
+            raise _bad(path, f"{name} must be {d} strings.")
+    for name in ("center", "scale"):
+        if name in members:
+            a = members[name]
+            if a.dtype != np.float64 or a.shape != (d,) or not np.all(np.isfinite(a)):
+                raise _bad(path, f"{name} must be {d} finite float64 numbers.")
+    if "scale" in members and np.any(members["scale"] <= 0):
+        raise _bad(path, "scale must be positive.")
     from jaxgmm.validation import check_params
 
     try:
@@ -214,7 +249,7 @@ def _check_arrays(path, header, members) -> None:
 
 
 def load(path):
-    """Read a model written by :func:`save`.
+    """Read a model written by :func:`save` (see :func:`read_model` for what was saved with it).
 
     Parameters
     ----------
@@ -235,12 +270,25 @@ def load(path):
         If the file is not a valid jaxgmm model (truncated, corrupted,
         holding pickled objects, or of another format version).
     """
+    return read_model(path).model
+
+
+def read_model(path) -> SavedModel:
+    """Read a model written by :func:`save`, with its feature names and standardisation.
+
+    Raises as :func:`load`.
+    """
     members = _read_members(path)
     header = _read_header(path, members)
     _check_arrays(path, header, members)
     if header["kind"] == "GMMParams":
-        return GMMParams(*(jnp.asarray(members[n]) for n in _PARAM_ARRAYS), header["covariance_type"])
-    return _estimator_from(path, header, members)
+        model = GMMParams(*(jnp.asarray(members[n]) for n in _PARAM_ARRAYS), header["covariance_type"])
+    else:
+        model = _estimator_from(path, header, members)
+    names = members.get("feature_names")
+    return SavedModel(
+        model, None if names is None else tuple(names.tolist()), members.get("center"), members.get("scale")
+    )
 
 
 def _estimator_from(path, header, members):

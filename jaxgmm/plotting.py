@@ -43,43 +43,106 @@ def draw_ellipses(ax, means: np.ndarray, covariances: np.ndarray, colors, n_std=
             )
 
 
+def principal_axes(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(center (D,), axes (D, 2), explained (2,))``: the data's first two principal components.
+
+    ``explained`` is the fraction of the total variance along each axis.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    center = X.mean(axis=0)
+    _, singular, vt = np.linalg.svd(X - center, full_matrices=False)
+    variance = singular**2
+    return center, vt[:2].T, variance[:2] / max(variance.sum(), np.finfo(float).tiny)
+
+
 def plot_fit(X, labels, params: GMMParams, history=None, feature_names=None, title=None):
-    """Scatter of 2-D data coloured by component with 1σ/2σ ellipses, and the log-likelihood trace.
+    """Scatter of the data coloured by component with 1σ/2σ ellipses, and the log-likelihood trace.
+
+    Two features are drawn as they are; more are projected onto the data's
+    first two principal components (``z = Vᵀ(x − x̄)``, each component's
+    covariance becomes ``Vᵀ Σ_k V``), and the axes say so.
 
     Parameters
     ----------
-    X : array, shape (N, 2)
+    X : array, shape (N, D), D >= 2
     labels : array, shape (N,)
-    params : GMMParams with D = 2
+    params : GMMParams with D features
     history : array, shape (max_iter,), optional (NaN-padded)
+    feature_names : sequence of D str, optional
+    title : str, optional
 
     Returns
     -------
     matplotlib.figure.Figure
     """
     plt = _require_matplotlib()
-    X = np.asarray(X)
-    if X.shape[1] != 2:
-        raise ValueError(f"plot_fit draws 2-D data; got {X.shape[1]} features.")
+    X = np.asarray(X, dtype=np.float64)
+    n_features = X.shape[1]
+    if n_features < 2:
+        raise ValueError(f"plot_fit draws data with at least 2 features; got {n_features}.")
+    means, covariances = np.asarray(params.means, np.float64), full_covariances(params).astype(np.float64)
+    if n_features == 2:
+        names = list(feature_names or ("x0", "x1"))
+        projected = title or "components (solid 1σ, dashed 2σ)"
+    else:
+        center, axes, explained = principal_axes(X)
+        X, means = (X - center) @ axes, (means - center) @ axes
+        covariances = np.swapaxes(axes, 0, 1) @ covariances @ axes
+        names = [f"PC{i + 1} ({100 * e:.0f}% of variance)" for i, e in enumerate(explained)]
+        projected = f"{title or 'components'}: projection onto the first two principal components of {n_features} features"
     ncols = 2 if history is not None else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.5), squeeze=False)
-    ax = axes[0, 0]
+    fig, ax_grid = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.5), squeeze=False)
+    ax = ax_grid[0, 0]
     colors = plt.cm.tab10(np.arange(params.n_components) % 10)
     ax.scatter(X[:, 0], X[:, 1], c=colors[np.asarray(labels)], s=12, alpha=0.7, edgecolors="none")
-    draw_ellipses(ax, np.asarray(params.means), full_covariances(params), colors)
-    ax.scatter(*np.asarray(params.means).T, marker="x", c="k", s=50, label="means")
-    names = feature_names or ("x0", "x1")
+    draw_ellipses(ax, means, covariances, colors)
+    ax.scatter(*means.T, marker="x", c="k", s=50, label="means")
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.set_title(title or "components (solid 1σ, dashed 2σ)")
-    ax.legend(loc="best")
+    ax.set_title(projected, fontsize=10 if n_features > 2 else None, wrap=True)
+    ax.legend(loc="best", title="solid 1σ, dashed 2σ" if n_features > 2 or title else None)
     if history is not None:
         trace = np.asarray(history)
         trace = trace[np.isfinite(trace)]
-        ax2 = axes[0, 1]
+        ax2 = ax_grid[0, 1]
         ax2.plot(np.arange(1, len(trace) + 1), trace, "o-", ms=3)
+        ax2.xaxis.get_major_locator().set_params(integer=True)
+        ax2.ticklabel_format(axis="y", useOffset=False)
         ax2.set_xlabel("EM iteration")
         ax2.set_ylabel("mean log-likelihood")
         ax2.set_title("log-likelihood trace")
+    fig.tight_layout()
+    return fig
+
+
+def plot_bic(ks, bics, title=None):
+    """BIC against the number of components, one line per covariance type, the best circled.
+
+    Parameters
+    ----------
+    ks : sequence of int
+    bics : mapping of covariance type to a sequence of BIC values (NaN: failed fit)
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _require_matplotlib()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    best = (np.inf, None, None)
+    for cov_type, values in bics.items():
+        values = np.asarray(values, dtype=np.float64)
+        ax.plot(ks, values, "o-", label=cov_type)
+        if np.isfinite(values).any() and np.nanmin(values) < best[0]:
+            i = int(np.nanargmin(values))
+            best = (values[i], ks[i], cov_type)
+    if best[1] is not None:
+        ax.scatter([best[1]], [best[0]], s=250, facecolors="none", edgecolors="k", lw=2,
+                   label=f"best: K = {best[1]}, {best[2]}", zorder=3)
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel("BIC (lower is better)")
+    ax.set_xticks(list(ks))
+    ax.set_title(title or "model selection by BIC")
+    ax.legend(loc="best")
     fig.tight_layout()
     return fig

@@ -1,6 +1,6 @@
 """Plain-text summaries of fitted mixtures, for terminals and logs."""
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -41,12 +41,48 @@ def format_params(params: GMMParams, feature_names: Sequence[str] | None = None)
     return "\n".join(lines)
 
 
-def format_fit(result, feature_names: Sequence[str] | None = None) -> str:
-    """The parameter table plus log-likelihood, iterations and convergence of a fit."""
+def format_fit(result, feature_names: Sequence[str] | None = None, *, bic: float | None = None) -> str:
+    """The parameter table plus log-likelihood, BIC (if given), iterations and convergence of a fit."""
     lines = [
         format_params(result.params, feature_names),
         "",
         f"mean log-likelihood per sample: {float(result.log_likelihood):.6f}",
-        f"EM iterations: {int(result.n_iter)}   converged: {'yes' if bool(result.converged) else 'no'}",
     ]
+    if bic is not None:
+        lines.append(f"BIC: {float(bic):.4f}")
+    lines.append(f"EM iterations: {int(result.n_iter)}   converged: {'yes' if bool(result.converged) else 'no'}")
+    return "\n".join(lines)
+
+
+def format_selection(ks: Sequence[int], bics: Mapping[str, Sequence[float]]) -> str:
+    """A BIC table: one row per number of components, one column per covariance type, best marked ``*``.
+
+    ``bics[covariance_type][i]`` is the BIC for ``ks[i]`` components (NaN for a failed fit).
+
+    Examples
+    --------
+    >>> print(format_selection([1, 2], {"full": [10.0, 8.5], "diag": [11.0, float("nan")]}))
+     K          full          diag
+     1       10.0000       11.0000
+     2        8.5000 *      failed
+    best: K = 2, covariance_type = full (BIC 8.5000)
+    """
+    types = list(bics)
+    table = np.array([bics[t] for t in types], dtype=np.float64).T  # (len(ks), len(types))
+    scores = np.where(np.isfinite(table), table, np.inf)
+    best = np.unravel_index(np.argmin(scores), scores.shape) if np.isfinite(scores).any() else None
+    lines = [f"{'K':>2}" + "".join(f"{t:>14}" for t in types)]
+    for i, k in enumerate(ks):
+        cells = []
+        for j in range(len(types)):
+            if not np.isfinite(table[i, j]):
+                cells.append(f"{'failed':>12}  ")
+            else:
+                cells.append(f"{table[i, j]:>12.4f}" + (" *" if best == (i, j) else "  "))
+        lines.append(f"{k:>2}" + "".join(cells).rstrip())
+    if best is None:
+        lines.append("every fit failed")
+    else:
+        i, j = best
+        lines.append(f"best: K = {ks[i]}, covariance_type = {types[j]} (BIC {table[i, j]:.4f})")
     return "\n".join(lines)

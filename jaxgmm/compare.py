@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgmm.em import em_loop
-from jaxgmm.gradient import check_gradient_inputs, check_optimizer, gradient_steps, log_likelihood
+from jaxgmm.gradient import _check_gradient_inputs, _check_optimizer, gradient_steps, log_likelihood
 from jaxgmm.params import GMMParams
 from jaxgmm.unconstrained import from_unconstrained, to_unconstrained
 from jaxgmm.validation import check_nonnegative, check_positive_int, is_traced
@@ -152,10 +152,10 @@ def compare(
     if EM in optimizers:
         raise ValueError(f"the name {EM!r} is reserved for the EM run; rename that optimizer.")
     for optimizer in optimizers.values():
-        check_optimizer(optimizer)
+        _check_optimizer(optimizer)
     if is_traced(X, sample_weight, *jax.tree.leaves(params0)):
         raise ValueError("compare times compiled runs and needs concrete inputs; call it outside jit/vmap.")
-    params0, X, sample_weight = check_gradient_inputs(params0, X, sample_weight)
+    params0, X, sample_weight = _check_gradient_inputs(params0, X, sample_weight)
     if sample_weight is None:
         sample_weight = jnp.ones(X.shape[0], X.dtype)
 

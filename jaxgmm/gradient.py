@@ -172,11 +172,40 @@ def _stores_value_and_grad(opt_state) -> bool:
 
 
 def gradient_steps(uparams0, X, sample_weight, key, *, optimizer, num_steps, batch_size=None):
-    """Run ``num_steps`` optimizer steps on ``−ℓ`` from unconstrained ``uparams0`` (not jitted).
+    """Run ``num_steps`` optimizer steps on ``−ℓ`` from unconstrained parameters (not jitted).
 
     The pure core of :func:`fit_gradient`, without input checks or the
-    constrained/unconstrained conversion; returns the final unconstrained
-    parameters and the ``(num_steps,)`` history. Call it inside ``jit``.
+    constrained/unconstrained conversion, for use inside your own ``jit``.
+
+    Parameters
+    ----------
+    uparams0 : UnconstrainedParams
+    X : array, shape (N, D)
+    sample_weight : array, shape (N,), or None
+        Required (not None) with ``batch_size``.
+    key : PRNG key or None
+        Draws the mini-batches; ignored without ``batch_size``.
+    optimizer : optax.GradientTransformation
+    num_steps : int
+    batch_size : int, optional
+
+    Returns
+    -------
+    uparams : UnconstrainedParams
+        After the last step.
+    history : array, shape (num_steps,)
+        Mean log-likelihood before each step.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from jaxgmm import GMMParams, to_unconstrained
+    >>> p = GMMParams(jnp.array([0.5, 0.5]), jnp.array([[-1.0], [1.0]]), jnp.ones(2), "spherical")
+    >>> X = jnp.array([[-2.0], [-1.5], [1.0], [2.5]])
+    >>> run = jax.jit(lambda u: gradient_steps(u, X, None, None, optimizer=optax.adam(0.1), num_steps=20))
+    >>> u, history = run(to_unconstrained(p))
+    >>> history.shape, bool(history[-1] > history[0])
+    ((20,), True)
     """
     tx = optax.with_extra_args_support(optimizer)  # plain optimizers ignore value/grad/value_fn
     opt_state = tx.init(uparams0)
@@ -219,7 +248,7 @@ def _fit_gradient(params0, X, sample_weight, key, *, optimizer, num_steps, batch
     return GradientResult(from_unconstrained(uparams), log_likelihood(uparams, X, sample_weight), history)
 
 
-def check_optimizer(optimizer) -> None:
+def _check_optimizer(optimizer) -> None:
     """Raise ``TypeError`` unless ``optimizer`` is an optax transformation (``init``/``update``)."""
     if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
         raise TypeError(
@@ -228,7 +257,7 @@ def check_optimizer(optimizer) -> None:
         )
 
 
-def check_gradient_inputs(params0, X, sample_weight):
+def _check_gradient_inputs(params0, X, sample_weight):
     """Validate ``(params0, X, sample_weight)`` at the edge; return them converted to X's float dtype.
 
     Values are checked only when concrete (under ``vmap``/``jit`` only
@@ -251,7 +280,7 @@ def check_gradient_inputs(params0, X, sample_weight):
     return params0, X, sample_weight
 
 
-def raise_if_diverged(result_ll, params, what: str) -> None:
+def _raise_if_diverged(result_ll, params, what: str) -> None:
     """No silent NaN: raise ``ValueError`` if a concrete result is not finite."""
     leaves = [result_ll, *jax.tree.leaves(params)]
     if is_traced(*leaves):
@@ -327,9 +356,9 @@ def fit_gradient(
     >>> result.history.shape, bool(result.log_likelihood >= result.history[0])
     ((30,), True)
     """
-    check_optimizer(optimizer)
+    _check_optimizer(optimizer)
     num_steps = check_positive_int(num_steps, "num_steps")
-    params0, X, sample_weight = check_gradient_inputs(params0, X, sample_weight)
+    params0, X, sample_weight = _check_gradient_inputs(params0, X, sample_weight)
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
         if key is None:
@@ -341,5 +370,5 @@ def fit_gradient(
     result = _fit_gradient(
         params0, X, sample_weight, key, optimizer=optimizer, num_steps=num_steps, batch_size=batch_size
     )
-    raise_if_diverged(result.log_likelihood, result.params, "fit_gradient")
+    _raise_if_diverged(result.log_likelihood, result.params, "fit_gradient")
     return result

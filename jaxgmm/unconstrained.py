@@ -76,14 +76,30 @@ def _triu_layout(n_features: int):
 
 
 def pack_cholesky(prec_chol: jax.Array) -> jax.Array:
-    """Upper-triangular ``U (..., D, D)`` with positive diagonal → ``(..., D(D+1)/2)``, log diagonal."""
+    """Upper-triangular ``U (..., D, D)`` with positive diagonal → ``(..., D(D+1)/2)``, log diagonal.
+
+    Entries are taken row by row (``numpy.triu_indices``).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> pack_cholesky(jnp.array([[1.0, 2.0], [0.0, 1.0]])).tolist()
+    [0.0, 2.0, 0.0]
+    """
     rows, cols, diag = _triu_layout(prec_chol.shape[-1])
     packed = prec_chol[..., rows, cols]
     return packed.at[..., diag].set(jnp.log(packed[..., diag]))
 
 
 def unpack_cholesky(coords: jax.Array, n_features: int) -> jax.Array:
-    """Inverse of :func:`pack_cholesky`: ``(..., D(D+1)/2)`` → upper-triangular ``U (..., D, D)``."""
+    """Inverse of :func:`pack_cholesky`: ``(..., D(D+1)/2)`` → upper-triangular ``U (..., D, D)``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> unpack_cholesky(jnp.array([0.0, 2.0, 0.0]), 2).tolist()
+    [[1.0, 2.0], [0.0, 1.0]]
+    """
     rows, cols, diag = _triu_layout(n_features)
     coords = coords.at[..., diag].set(jnp.exp(coords[..., diag]))
     out = jnp.zeros(coords.shape[:-1] + (n_features, n_features), coords.dtype)
@@ -128,6 +144,13 @@ def precisions_cholesky(uparams: UnconstrainedParams) -> jax.Array:
 
     ``U`` for full/tied, ``exp(−½ log σ²) = 1/σ`` for diag/spherical; no
     matrix inverse is involved.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> u = UnconstrainedParams(jnp.zeros(2), jnp.zeros((2, 1)), jnp.log(jnp.array([1.0, 4.0])), "spherical")
+    >>> precisions_cholesky(u).tolist()
+    [1.0, 0.5]
     """
     if uparams.covariance_type in ("full", "tied"):
         return unpack_cholesky(uparams.cov_coords, uparams.means.shape[-1])

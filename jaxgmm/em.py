@@ -18,13 +18,14 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxgmm.density import component_log_prob_from_diff
+from jaxgmm.density import component_log_norm, component_log_prob_from_diff
 from jaxgmm.params import GMMParams
 
 # Rows per block in the E-step: bounds the (rows, K, D) intermediate to about
 # this many elements so memory stays flat in N and blocks stay cache-sized.
-_BLOCK_ELEMENTS = 1 << 18
+_BLOCK_ELEMENTS = 1 << 20
 
 
 @jax.tree_util.register_dataclass
@@ -90,16 +91,123 @@ def _stats_from_diff(diff, weighted_resp, centers, covariance_type) -> SuffStats
     )
 
 
-def _block_e_step(params: GMMParams, prec_chol: jax.Array, X: jax.Array, w: jax.Array):
-    """E-step on one block of rows: (statistics, weighted sum of log p(x_n))."""
-    # Zero-weight rows (padding) may hold anything; keep NaN out of the sums.
-    X = jnp.where(w[:, None] > 0, X, 0.0)
-    diff = X[:, None, :] - params.means[None, :, :]
-    wlp = component_log_prob_from_diff(diff, params, prec_chol)
+def _pack_outer(A: jax.Array) -> jax.Array:
+    """Row-wise products ``a_i a_j`` for ``i <= j``: ``(B, D) -> (B, D(D+1)/2)``, row-major upper triangle.
+
+    Built from ``D`` slices rather than a gather: XLA fuses these into one
+    cheap pass, while a constant-index gather was several times slower.
+    """
+    n = A.shape[-1]
+    return jnp.concatenate([A[:, i : i + 1] * A[:, i:] for i in range(n)], axis=1)
+
+
+def _unpack_symmetric(packed: jax.Array, n_features: int) -> jax.Array:
+    """Inverse of the packing: ``(..., D(D+1)/2) -> (..., D, D)`` symmetric."""
+    iu, ju = np.triu_indices(n_features)
+    out = jnp.zeros(packed.shape[:-1] + (n_features, n_features), packed.dtype)
+    return out.at[..., iu, ju].set(packed).at[..., ju, iu].set(packed)
+
+
+def _responsibilities(wlp: jax.Array, w: jax.Array):
+    """Weighted responsibilities ``w_n r_nk`` and ``Σ_n w_n log p(x_n)`` from ``(B, K)`` log-probs."""
     log_norm = jax.nn.logsumexp(wlp, axis=-1)
     weighted_resp = w[:, None] * jnp.exp(wlp - log_norm[:, None])
-    log_likelihood = jnp.sum(jnp.where(w > 0, w * log_norm, 0.0))
+    return weighted_resp, jnp.sum(jnp.where(w > 0, w * log_norm, 0.0))
+
+
+def _block_e_step_diff(params: GMMParams, prec_chol: jax.Array, X: jax.Array, w: jax.Array):
+    """Diagonal and spherical types: everything from the ``(B, K, D)`` differences ``x − μ_k``.
+
+    These types cost ``O(B·K·D)`` whichever way they are computed, so the
+    exact differences cost nothing extra.
+    """
+    diff = X[:, None, :] - params.means[None, :, :]
+    weighted_resp, log_likelihood = _responsibilities(
+        component_log_prob_from_diff(diff, params, prec_chol), w
+    )
     return _stats_from_diff(diff, weighted_resp, params.means, params.covariance_type), log_likelihood
+
+
+class _Moments(NamedTuple):
+    """Per-block moments of full/tied types about each row's nearest mean (see :func:`_block_e_step_gemm`)."""
+
+    counts: jax.Array  # (K,)      Σ_n w r_nk
+    sums: jax.Array  # (K, D)      Σ_n w r_nk a_n
+    scatters: jax.Array  # (K, P) full / (P,) tied, packed Σ w r_nk a_n a_nᵀ, P = D(D+1)/2
+    cross: jax.Array  # (K, K, D)  G_kj = Σ_{n: z_n = j} w r_nk a_n
+    mixing: jax.Array  # (K, K)    N_kj = Σ_{n: z_n = j} w r_nk
+
+    def __add__(self, other: "_Moments") -> "_Moments":  # elementwise, not tuple concatenation
+        return jax.tree.map(jnp.add, self, other)
+
+
+def _block_e_step_gemm(params: GMMParams, prec_chol: jax.Array, center: jax.Array, X: jax.Array, w: jax.Array):
+    """Full and tied types as a few large matrix products (the ``O(B·K·D²)`` work).
+
+    E-step: ``y_nk = U_kᵀ(x_n − c) − U_kᵀ(μ_k − c)`` for all ``k`` in one
+    product ``(B, D) @ (D, K·D)``, about the shared centre ``c``.
+
+    M-step moments: each row is centred at the mean of its most probable
+    component, ``a_n = x_n − μ_{z_n}``, so the products ``a_n a_nᵀ`` are of the
+    size of a component's own spread (no cancellation, unlike raw
+    ``E[xxᵀ] − μμᵀ``), and ``Σ_n r_nk a_n a_nᵀ`` is one product
+    ``(K, B) @ (B, D(D+1)/2)``. :func:`_moments_to_stats` then moves the
+    moments exactly to each component's own mean ``μ_k``:
+    ``x_n − μ_k = a_n + (μ_{z_n} − μ_k)``.
+    """
+    n_rows, n_features = X.shape
+    n_components = params.means.shape[0]
+    Xc = X - center
+    means_c = params.means - center
+    if params.covariance_type == "full":
+        flat_u = jnp.transpose(prec_chol, (1, 0, 2)).reshape(n_features, n_components * n_features)
+        y = (Xc @ flat_u).reshape(n_rows, n_components, n_features)
+        y = y - jnp.einsum("kd,kde->ke", means_c, prec_chol)[None]
+    else:
+        y = (Xc @ prec_chol)[:, None, :] - (means_c @ prec_chol)[None]
+    wlp = component_log_norm(params, prec_chol) - 0.5 * jnp.sum(y * y, axis=-1)
+    weighted_resp, log_likelihood = _responsibilities(wlp, w)
+
+    nearest = jnp.argmax(wlp, axis=-1)
+    onehot = jax.nn.one_hot(nearest, n_components, dtype=X.dtype)
+    a = X - jnp.take(params.means, nearest, axis=0)
+    packed = _pack_outer(a)
+    if params.covariance_type == "full":
+        scatters = weighted_resp.T @ packed
+    else:
+        scatters = jnp.sum(weighted_resp, axis=1) @ packed
+    by_nearest = (onehot[:, :, None] * a[:, None, :]).reshape(n_rows, n_components * n_features)
+    moments = _Moments(
+        counts=jnp.sum(weighted_resp, axis=0),
+        sums=weighted_resp.T @ a,
+        scatters=scatters,
+        cross=(weighted_resp.T @ by_nearest).reshape(n_components, n_components, n_features),
+        mixing=weighted_resp.T @ onehot,
+    )
+    return moments, log_likelihood
+
+
+def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:
+    """Exact change of centre from each row's nearest mean to each component's mean.
+
+    With ``e_jk = μ_j − μ_k`` and ``x_n − μ_k = a_n + e_{z_n k}``:
+    ``S1_k = Σ r a + Σ_j N_kj e_jk`` and
+    ``S2_k = Σ r a aᵀ + Σ_j (G_kj e_jkᵀ + e_jk G_kjᵀ) + Σ_j N_kj e_jk e_jkᵀ``.
+    The added terms are weighted by the responsibilities of rows that belong
+    to *other* components, so they are small where the components separate.
+    """
+    means = params.means
+    n_features = means.shape[-1]
+    e = means[:, None, :] - means[None, :, :]  # e[j, k] = μ_j − μ_k
+    sums = moments.sums + jnp.einsum("kj,jkd->kd", moments.mixing, e)
+    cross = jnp.einsum("kjd,jke->kde", moments.cross, e)
+    between = jnp.einsum("kj,jkd,jke->kde", moments.mixing, e, e)
+    correction = cross + jnp.swapaxes(cross, -1, -2) + between
+    if params.covariance_type == "full":
+        scatters = _unpack_symmetric(moments.scatters, n_features) + correction
+    else:
+        scatters = _unpack_symmetric(moments.scatters, n_features) + jnp.sum(correction, axis=0)
+    return SuffStats(moments.counts, sums, scatters, means, params.covariance_type)
 
 
 def default_block_size(n_samples: int, n_components: int, n_features: int) -> int:
@@ -145,23 +253,36 @@ def e_step(
     block_size = max(1, min(int(block_size), n_samples))
     n_blocks, remainder = divmod(n_samples, block_size)
 
-    block = partial(_block_e_step, params, prec_chol)
-    if n_blocks == 1 and remainder == 0:
-        return block(X, sample_weight)
+    if params.covariance_type in ("full", "tied"):
+        # A shared centre for the E-step's matrix product (near the data, so
+        # data far from the origin do not lose digits in x·U).
+        center = params.weights @ params.means
+        block_fn = partial(_block_e_step_gemm, params, prec_chol, center)
+    else:
+        block_fn = partial(_block_e_step_diff, params, prec_chol)
+
+    def block(xb, wb):
+        # Zero-weight rows (padding) may hold anything; keep NaN out of the sums.
+        return block_fn(jnp.where(wb[:, None] > 0, xb, 0.0), wb)
+
+    def add(a, b):  # (statistics, log-likelihood) pairs; statistics keep their centres
+        return a[0] + b[0], a[1] + b[1]
 
     def body(i, carry):
         start = i * block_size
         xb = jax.lax.dynamic_slice_in_dim(X, start, block_size)
         wb = jax.lax.dynamic_slice_in_dim(sample_weight, start, block_size)
-        stats, ll = block(xb, wb)
-        return carry[0] + stats, carry[1] + ll
+        return add(carry, block(xb, wb))
 
-    init = block(X[:block_size], sample_weight[:block_size])
-    stats, ll = jax.lax.fori_loop(1, n_blocks, body, init)
+    total = block(X[:block_size], sample_weight[:block_size])
+    if n_blocks > 1:
+        total = jax.lax.fori_loop(1, n_blocks, body, total)
     if remainder:
-        tail_stats, tail_ll = block(X[n_blocks * block_size :], sample_weight[n_blocks * block_size :])
-        stats, ll = stats + tail_stats, ll + tail_ll
-    return stats, ll
+        total = add(total, block(X[n_blocks * block_size :], sample_weight[n_blocks * block_size :]))
+    stats, log_likelihood = total
+    if isinstance(stats, _Moments):
+        stats = _moments_to_stats(stats, params)
+    return stats, log_likelihood
 
 
 def m_step(stats: SuffStats, *, reg_covar: float | jax.Array = 1e-6) -> GMMParams:

@@ -1,0 +1,29 @@
+"""The benchmark script must not rot: a smoke run at tiny sizes, all three libraries."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_benchmark_smoke_run(tmp_path):
+    out = tmp_path / "BENCH.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "| teach full |" in text and "| restarts |" in text and "| many |" in text
+    # Every library ran and agreed on the fixed-iteration log-likelihoods.
+    for lib in ("jaxgmm", "sklearn", "gmmx"):
+        assert f"teach full       {lib:8s} ok" in proc.stdout, proc.stdout
+    assert "crashed" not in text and "timeout" not in text and "NaN result" not in text
+    assert (tmp_path / "benchmarks" / "results.png").stat().st_size > 5_000
+    rows = json.loads((tmp_path / "benchmarks" / "results.json").read_text())["rows"]
+    for row in rows:
+        if row["spec"]["kind"] == "iterations":
+            assert row["max_ll_diff"] < 1e-4 * abs(row["results"]["sklearn"]["log_likelihood"]), row
+            assert row["results"]["jaxgmm"]["recompiles"] == 0

@@ -270,9 +270,64 @@ def _savefig(fig, path):
     print(f"\nfigure written to {path}")
 
 
+# .npy inputs larger than this are fitted by streamed EM (one pass over the file per iteration).
+STREAM_THRESHOLD_BYTES = 1 << 30
+
+
+def _streamed(args) -> bool:
+    """Whether ``fit`` streams its input: a ``.npy`` file above the threshold, or ``--chunk-size`` given."""
+    path = Path(args.data)
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise CLIError(f"--chunk-size must be >= 1; got {args.chunk_size}")
+    if path.suffix != ".npy" or not path.is_file():
+        if args.chunk_size is not None:
+            raise CLIError("--chunk-size needs a .npy file")
+        return False
+    if args.chunk_size is None and path.stat().st_size <= STREAM_THRESHOLD_BYTES:
+        return False
+    if args.columns or args.standardize or args.plot:
+        raise CLIError(
+            "--columns, --standardize and --plot need the data in memory: not available for streamed .npy "
+            f"input (files over {STREAM_THRESHOLD_BYTES >> 20} MiB, or with --chunk-size)"
+        )
+    return True
+
+
+def _fit_streamed(args, progress):
+    """``fit`` on a .npy file read block by block; returns (FitResult, column names, rows, BIC)."""
+    import jax
+
+    from jaxgmm.params import n_parameters
+    from jaxgmm.streaming import fit_stream, stream_e_step
+
+    def show(p):
+        progress.show(f"EM pass {p.iteration} ({p.seconds:.1f} s): {p.n_running}/{args.n_init} restarts running, "
+                      f"best log-likelihood {np.nanmax(p.log_likelihood):.6f}")
+
+    result = fit_stream(
+        jax.random.key(args.seed), args.data, args.k, covariance_type=args.covariance_type, n_init=args.n_init,
+        max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar, block_size=args.chunk_size, callback=show,
+    )
+    progress.done()
+    n_samples, n_features = np.load(args.data, mmap_mode="r").shape
+    _, ll_sum = stream_e_step(result.params, args.data, block_size=args.chunk_size)  # one more pass, for the BIC
+    bic = -2 * float(ll_sum) + n_parameters(result.params) * math.log(n_samples)
+    return result, [f"x{j}" for j in range(n_features)], n_samples, bic
+
+
 def cmd_fit(args) -> int:
     from jaxgmm.io import save
 
+    if _streamed(args):
+        from jaxgmm.report import format_fit
+
+        result, names, n_samples, bic = _fit_streamed(args, Progress(quiet=args.quiet))
+        print(f"{args.data}: {n_samples} rows streamed from disk, columns {', '.join(names)}; K = {args.k}, "
+              f"{args.covariance_type} covariances, {args.n_init} restart(s)\n")
+        print(format_fit(result, names, bic=bic))
+        save(args.out, result.params, feature_names=names)
+        print(f"model written to {args.out}")
+        return 0
     X, names = read_data(args.data, args.columns)
     center = scale = None
     if args.standardize:
@@ -446,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--standardize", action="store_true", help="fit (x - mean) / sd; saved with the model")
     p.add_argument("--out", required=True, help="model file to write (.npz)")
     p.add_argument("--plot", help="figure to write (.png)")
+    p.add_argument("--chunk-size", type=int, help="stream a .npy file in blocks of this many rows "
+                   f"(automatic above {STREAM_THRESHOLD_BYTES >> 20} MiB)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("predict", help="label (or give probabilities for) the rows of a data file")

@@ -1,6 +1,7 @@
 """Streamed exact EM: equals the in-memory fit, validates block by block, keeps memory bounded."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -172,3 +173,22 @@ def test_peak_memory_stays_bounded_for_a_file_many_blocks_long(tmp_path):
     # Three passes over 64 MB (plus the validating and sampling passes) with a
     # 0.5 MB block: resident memory grows by far less than a quarter of the file.
     assert growth < file_bytes / 4, f"peak RSS grew by {growth / 1e6:.1f} MB for a {file_bytes / 1e6:.0f} MB file"
+
+
+def test_cli_fit_streams_a_npy_file_with_chunk_size(tmp_path, capsys):
+    from jaxgmm import cli
+    from jaxgmm.io import read_model
+
+    X, *_ = make_blobs(seed=14, n=900, k=2, d=2, separation=6.0)
+    np.save(tmp_path / "x.npy", X.astype(DTYPE))
+    args = ["fit", str(tmp_path / "x.npy"), "-k", "2", "--tol", "1e-6", "--out", str(tmp_path / "m.npz"), "--quiet"]
+    assert cli.main(args + ["--chunk-size", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "900 rows streamed" in out and "BIC" in out
+    expected = jaxgmm.fit(jax.random.key(0), X.astype(DTYPE), 2, tol=1e-6)
+    np.testing.assert_allclose(read_model(tmp_path / "m.npz").model.means, expected.params.means,
+                               rtol=rtol_for(DTYPE, 1e-9, 1e-4), atol=1e-4)
+    printed_bic = float(re.search(r"BIC: (\S+)", out).group(1))
+    np.testing.assert_allclose(printed_bic, jaxgmm.bic(expected.params, jnp.asarray(X, DTYPE)), rtol=1e-5)
+    assert cli.main(args + ["--chunk-size", "128", "--standardize"]) == 1
+    assert "not available for streamed" in capsys.readouterr().err

@@ -7,6 +7,7 @@ Drivers (validate input at the edge): :func:`fit` with parallel restarts and
 """
 
 from jaxgmm.compare import Comparison, MethodTrace, compare
+from jaxgmm.compilation_cache import enable_compilation_cache
 from jaxgmm.datasets import FAITHFUL_COLUMNS, load_faithful
 from jaxgmm.density import log_prob, predict, predict_proba, score, score_samples, weighted_log_prob
 from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_responsibilities
@@ -42,6 +43,7 @@ __all__ = [
     "bic",
     "compare",
     "e_step",
+    "enable_compilation_cache",
     "em_loop",
     "fit",
     "fit_gradient",

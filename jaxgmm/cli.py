@@ -32,32 +32,29 @@ class _Parser(argparse.ArgumentParser):
 
 
 def read_data(path, columns=None) -> tuple[np.ndarray, list[str]]:
-    """``(X (N, D) float64, column names)`` from a CSV file with a header row, or a ``.npy`` file."""
+    """``(X (N, D) float64, column names)`` from a CSV file with a header row, or a ``.npy`` file.
+
+    ``columns``: a comma-separated string or a list of names to keep (for a
+    ``.npy`` file the names are ``x0, x1, ...``); other columns may hold text.
+    """
     path = Path(path)
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
     if path.suffix == ".npy":
-        try:
-            X = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise CLIError(f"{path}: not a readable .npy array ({exc})") from None
-        if X.ndim == 1:
-            X = X[:, None]
-        if X.ndim != 2 or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-            raise CLIError(f"{path}: expected a 2-D numeric array; got shape {X.shape}, dtype {X.dtype}")
-        names = [f"x{j}" for j in range(X.shape[1])]
-        X = np.asarray(X, dtype=np.float64)
+        cells = _read_npy(path)
+        names = [f"x{j}" for j in range(cells.shape[1])]
     else:
-        X, names = _read_csv(path)
+        names, cells = _read_csv(path)
     if columns:
-        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        wanted = [c.strip() for c in columns.split(",") if c.strip()] if isinstance(columns, str) else list(columns)
         missing = [c for c in wanted if c not in names]
         if missing:
             raise CLIError(f"{path}: no column {', '.join(map(repr, missing))}; columns are {', '.join(names)}")
         index = [names.index(c) for c in wanted]
-        X, names = X[:, index], wanted
-    if X.shape[0] == 0:
+        cells, names = cells[:, index], wanted
+    if cells.shape[0] == 0:
         raise CLIError(f"{path}: no data rows")
+    X = cells if cells.dtype == np.float64 else _to_numbers(path, cells, names)
     bad = ~np.isfinite(X)
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -65,7 +62,32 @@ def read_data(path, columns=None) -> tuple[np.ndarray, list[str]]:
     return X, names
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        X = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CLIError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())})") from None
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+        raise CLIError(f"{path}: expected a 2-D numeric array; got shape {X.shape}, dtype {X.dtype}")
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise CLIError(f"{path}: expected real numbers; got dtype {X.dtype}")
+    return np.asarray(X, dtype=np.float64)
+
+
+def read_header(path) -> list[str] | None:
+    """The column names of a CSV file (``None`` for a ``.npy`` file)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        return None
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    return _read_csv(path)[0]
+
+
+def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    """``(names, cells (N, D) of str)``; checks the shape of the table, not the values."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
@@ -79,19 +101,23 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
     names = [c.strip() for c in rows[0]]
     if any(_is_number(c) for c in names):
         raise CLIError(f"{path}: the first row must be a header of column names; got {','.join(rows[0])}")
-    X = np.empty((len(rows) - 1, len(names)))
     for i, row in enumerate(rows[1:]):
         if len(row) != len(names):
             raise CLIError(f"{path}: malformed CSV: line {i + 2} has {len(row)} fields, the header has {len(names)}")
-        for j, cell in enumerate(row):
-            cell = cell.strip()
-            if cell.lower() in _MISSING:
-                X[i, j] = np.nan
-            elif _is_number(cell):
-                X[i, j] = float(cell)
-            else:
-                raise CLIError(f"{path}: non-numeric value {cell!r} in column {names[j]!r} (line {i + 2})")
-    return X, names
+    cells = np.array([[c.strip() for c in r] for r in rows[1:]], dtype=str).reshape(len(rows) - 1, len(names))
+    return names, cells
+
+
+def _to_numbers(path, cells, names) -> np.ndarray:
+    X = np.empty(cells.shape)
+    for (i, j), cell in np.ndenumerate(cells):
+        if cell.lower() in _MISSING:
+            X[i, j] = np.nan
+        elif _is_number(cell):
+            X[i, j] = float(cell)
+        else:
+            raise CLIError(f"{path}: non-numeric value {str(cell)!r} in column {names[j]!r} (line {i + 2})")
+    return X
 
 
 def _is_number(text: str) -> bool:
@@ -367,10 +393,10 @@ def cmd_predict(args) -> int:
 
     saved = _read_model(args.model)
     params = saved.model
-    X, names = read_data(args.data)
-    if saved.feature_names is not None and all(n in names for n in saved.feature_names):
-        X = X[:, [names.index(n) for n in saved.feature_names]]
-    elif X.shape[1] != params.n_features:
+    header = read_header(args.data)
+    by_name = header is not None and saved.feature_names is not None and set(saved.feature_names) <= set(header)
+    X, names = read_data(args.data, saved.feature_names if by_name else None)
+    if X.shape[1] != params.n_features:
         raise CLIError(f"{args.data} has {X.shape[1]} columns but the model was fitted to {params.n_features}")
     if saved.center is not None:
         X = (X - saved.center) / saved.scale

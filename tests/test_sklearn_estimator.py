@@ -317,6 +317,10 @@ def test_predict_rejects_a_different_number_of_features():
     for method in ("predict", "predict_proba", "score_samples", "score"):
         with pytest.raises(ValueError, match="3 features"):
             getattr(gm, method)(np.zeros((4, 3)))
+        with pytest.raises(ValueError, match="NaN"):
+            getattr(gm, method)(np.array([[0.0, np.nan]]))
+        with pytest.raises(ValueError, match="2D array"):
+            getattr(gm, method)(np.zeros(2))
 
 
 def test_fit_does_not_modify_its_inputs(dtype):

@@ -40,17 +40,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # name: (N, D, K, iterations, covariance types, libraries)
 CASES = {
-    "teach": dict(n=1_000, d=2, k=3, iters=100, types=["full"], libs=["jaxgmm", "sklearn", "gmmx"]),
+    "teach": dict(n=1_000, d=2, k=3, iters=100, types=["full"], libs=["jaxgmm", "jaxgmm-fast", "sklearn", "gmmx"]),
     "mid": dict(n=100_000, d=16, k=16, iters=20, types=["full", "tied", "diag", "spherical"],
-                libs=["jaxgmm", "sklearn", "gmmx"]),
-    "wide": dict(n=50_000, d=64, k=32, iters=5, types=["full"], libs=["jaxgmm", "sklearn", "gmmx"]),
-    "big": dict(n=10_000_000, d=16, k=16, iters=5, types=["full"], libs=["jaxgmm"]),
-    "float64": dict(n=100_000, d=16, k=16, iters=20, types=["full"], libs=["jaxgmm", "sklearn", "gmmx"], x64=True),
+                libs=["jaxgmm", "jaxgmm-fast", "sklearn", "gmmx"]),
+    "wide": dict(n=50_000, d=64, k=32, iters=5, types=["full"], libs=["jaxgmm", "jaxgmm-fast", "sklearn", "gmmx"]),
+    "big": dict(n=10_000_000, d=16, k=16, iters=5, types=["full"], libs=["jaxgmm", "jaxgmm-fast"]),
+    "float64": dict(n=100_000, d=16, k=16, iters=20, types=["full"],
+                    libs=["jaxgmm", "jaxgmm-fast", "sklearn", "gmmx"], x64=True),
     "restarts": dict(n=10_000, d=8, k=8, n_init=32, types=["full"], libs=["jaxgmm", "sklearn"]),
     "many": dict(n=300, d=2, k=3, n_sets=1_000, types=["full"], libs=["jaxgmm", "sklearn"]),
 }
 SMOKE = {
-    "teach": dict(n=200, d=2, k=3, iters=5, types=["full", "diag"], libs=["jaxgmm", "sklearn", "gmmx"]),
+    "teach": dict(n=200, d=2, k=3, iters=5, types=["full", "diag"], libs=["jaxgmm", "jaxgmm-fast", "sklearn", "gmmx"]),
     "restarts": dict(n=300, d=2, k=2, n_init=3, types=["full"], libs=["jaxgmm", "sklearn"]),
     "many": dict(n=50, d=2, k=2, n_sets=4, types=["full"], libs=["jaxgmm", "sklearn"]),
 }
@@ -113,7 +114,7 @@ def best_of(fn, repeats):
     return min(times), out
 
 
-def worker_jaxgmm(spec, data):
+def worker_jaxgmm(spec, data, fast=False):
     import jax
 
     if spec.get("x64"):
@@ -157,7 +158,7 @@ def worker_jaxgmm(spec, data):
         jnp.asarray(data["covariances"], dtype), spec["covariance_type"],
     )
     iters = spec["iters"]
-    run = lambda: jax.block_until_ready(em_loop(params, X, max_iter=iters, tol=0.0))  # noqa: E731
+    run = lambda: jax.block_until_ready(em_loop(params, X, max_iter=iters, tol=0.0, fast=fast))  # noqa: E731
     t0 = time.perf_counter()
     r = run()
     out["first_s"] = time.perf_counter() - t0
@@ -232,7 +233,12 @@ def worker_gmmx(spec, data):
                 n_iter=int(r.n_iter))
 
 
-WORKERS = {"jaxgmm": worker_jaxgmm, "sklearn": worker_sklearn, "gmmx": worker_gmmx}
+WORKERS = {
+    "jaxgmm": worker_jaxgmm,
+    "jaxgmm-fast": lambda spec, data: worker_jaxgmm(spec, data, fast=True),
+    "sklearn": worker_sklearn,
+    "gmmx": worker_gmmx,
+}
 
 
 def worker_main(lib, spec_json, data_path):
@@ -358,17 +364,24 @@ def summarise(rows, rate):
         lls = [r["log_likelihood"] for r in res.values() if r.get("status") == "ok"]
         row["max_ll_diff"] = (max(lls) - min(lls)) if len(lls) > 1 else None
         key = "ms_per_iter" if spec["kind"] == "iterations" else "total_s"
+        fast = res.get("jaxgmm-fast", {})
         for lib, r in res.items():
-            if lib != "jaxgmm" and r.get("status") == "ok" and ours.get("status") == "ok":
+            if lib.startswith("jaxgmm") or r.get("status") != "ok":
+                continue
+            if ours.get("status") == "ok":
                 row[f"speedup_vs_{lib}"] = r[key] / ours[key]
-        if spec["kind"] == "iterations" and ours.get("status") == "ok":
-            flops = 4 * spec["n"] * spec["k"] * spec["d"] ** 2
-            row["gflops"] = flops / (ours["ms_per_iter"] / 1000) / 1e9
-            row["pct_of_matmul"] = 100 * row["gflops"] / rate
-            row["ns_per_point_iter"] = 1e6 * ours["ms_per_iter"] / spec["n"]
-        ref = row.get("float64_reference")
-        if ref and ref.get("status") == "ok" and ours.get("status") == "ok":
-            row["rel_ll_err_vs_float64"] = abs(ours["log_likelihood"] - ref["log_likelihood"]) / abs(ref["log_likelihood"])
+            if fast.get("status") == "ok":
+                row[f"fast_speedup_vs_{lib}"] = r[key] / fast[key]
+        for prefix, r in (("", ours), ("fast_", fast)):
+            if spec["kind"] == "iterations" and r.get("status") == "ok":
+                flops = 4 * spec["n"] * spec["k"] * spec["d"] ** 2
+                row[prefix + "gflops"] = flops / (r["ms_per_iter"] / 1000) / 1e9
+                row[prefix + "pct_of_matmul"] = 100 * row[prefix + "gflops"] / rate
+                row[prefix + "ns_per_point_iter"] = 1e6 * r["ms_per_iter"] / spec["n"]
+            ref = row.get("float64_reference")
+            if ref and ref.get("status") == "ok" and r.get("status") == "ok":
+                row[prefix + "rel_ll_err_vs_float64"] = (
+                    abs(r["log_likelihood"] - ref["log_likelihood"]) / abs(ref["log_likelihood"]))
     return rows
 
 
@@ -389,29 +402,37 @@ def markdown(rows, rate, info, title):
     lines.append("")
     lines.append("### Fixed iterations (`tol = 0`), identical data and initial parameters")
     lines.append("")
-    lines.append("| case | N × D × K | iters | jaxgmm ms/iter | first call s (compile) | sklearn ms/iter | gmmx ms/iter "
-                 "| × sklearn | × gmmx | GFLOP/s (4NKD²) | % of matmul | max Δ mean loglik | peak RSS MB |")
-    lines.append("|" + "---|" * 13)
+    lines.append("| case | N × D × K | iters | jaxgmm ms/iter | `fast=True` ms/iter | first call s (compile) "
+                 "| sklearn ms/iter | gmmx ms/iter | × sklearn (fast) | × gmmx (fast) | GFLOP/s (fast) "
+                 "| % of matmul (fast) | max Δ mean loglik | peak RSS MB |")
+    lines.append("|" + "---|" * 14)
     for row in rows:
         s, res = row["spec"], row["results"]
         if s["kind"] != "iterations":
             continue
-        ours = res.get("jaxgmm", {})
+        ours, fast = res.get("jaxgmm", {}), res.get("jaxgmm-fast", {})
+
+        def pair(key, spec):
+            return f"{_fmt(row.get(key), spec)} ({_fmt(row.get('fast_' + key), spec)})"
+
+        rss = max([r.get("peak_rss_mb", 0) for r in (ours, fast) if r.get("status") == "ok"], default=None)
         lines.append(
-            f"| {row['case']} | {s['n']:,} × {s['d']} × {s['k']} | {s['iters']} | {cell(ours)} | "
+            f"| {row['case']} | {s['n']:,} × {s['d']} × {s['k']} | {s['iters']} | {cell(ours)} | {cell(fast)} | "
             f"{cell(ours, 'first_s', '{:.2f}')} | {cell(res.get('sklearn'))} | {cell(res.get('gmmx'))} | "
-            f"{_fmt(row.get('speedup_vs_sklearn'), '{:.1f}×')} | {_fmt(row.get('speedup_vs_gmmx'), '{:.1f}×')} | "
-            f"{_fmt(row.get('gflops'), '{:.0f}')} | {_fmt(row.get('pct_of_matmul'), '{:.0f}%')} | "
-            f"{_fmt(row.get('max_ll_diff'), '{:.1e}')} | {cell(ours, 'peak_rss_mb', '{:.0f}')} |"
+            f"{pair('speedup_vs_sklearn', '{:.1f}×')} | {pair('speedup_vs_gmmx', '{:.1f}×')} | "
+            f"{pair('gflops', '{:.0f}')} | {pair('pct_of_matmul', '{:.0f}%')} | "
+            f"{_fmt(row.get('max_ll_diff'), '{:.1e}')} | {_fmt(rss, '{:.0f}')} |"
         )
     lines.append("")
     for row in rows:
         if "rel_ll_err_vs_float64" in row:
             lines.append(f"- {row['case']}: float32 final mean log-likelihood vs a float64 run from the same start: "
-                         f"relative difference {row['rel_ll_err_vs_float64']:.1e}.")
+                         f"relative difference {row['rel_ll_err_vs_float64']:.1e} "
+                         f"(`fast=True`: {_fmt(row.get('fast_rel_ll_err_vs_float64'), '{:.1e}')}).")
         if row["spec"]["kind"] == "iterations" and "ns_per_point_iter" in row:
-            lines.append(f"- {row['case']}: {row['ns_per_point_iter']:.1f} ns per point per iteration; "
-                         f"recompiles during warm runs: {row['results']['jaxgmm'].get('recompiles')}.")
+            lines.append(f"- {row['case']}: {row['ns_per_point_iter']:.1f} ns per point per iteration "
+                         f"(`fast=True`: {_fmt(row.get('fast_ns_per_point_iter'), '{:.1f}')}); recompiles during "
+                         f"warm runs: {row['results']['jaxgmm'].get('recompiles')}.")
     lines.append("")
     lines.append("### Whole fits")
     lines.append("")
@@ -444,13 +465,13 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     iter_rows = [r for r in rows if r["spec"]["kind"] == "iterations"]
-    libs = ["jaxgmm", "sklearn", "gmmx"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(iter_rows)), 4))
-    width = 0.27
+    libs = ["jaxgmm", "jaxgmm-fast", "sklearn", "gmmx"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(iter_rows)), 4))
+    width = 0.2
     for i, lib in enumerate(libs):
         vals = [r["results"].get(lib, {}).get("ms_per_iter") if r["results"].get(lib, {}).get("status") == "ok"
                 else np.nan for r in iter_rows]
-        ax.bar(np.arange(len(iter_rows)) + (i - 1) * width, vals, width, label=lib)
+        ax.bar(np.arange(len(iter_rows)) + (i - 1.5) * width, vals, width, label=lib)
     ax.set_xticks(np.arange(len(iter_rows)), [r["case"] for r in iter_rows], rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("ms per EM iteration (log scale)")

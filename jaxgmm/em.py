@@ -187,6 +187,63 @@ def _block_e_step_gemm(params: GMMParams, prec_chol: jax.Array, center: jax.Arra
     return moments, log_likelihood
 
 
+def _block_e_step_shared(params: GMMParams, prec_chol: jax.Array, center: jax.Array, X: jax.Array, w: jax.Array):
+    """The opt-in fast path (``fast=True``): every moment about one shared centre ``c``.
+
+    Mahalanobis terms are expanded, ``(x−μ)ᵀΛ(x−μ) = x̃ᵀΛx̃ − 2x̃ᵀΛμ̃ + μ̃ᵀΛμ̃`` with
+    ``x̃ = x − c``, ``μ̃ = μ − c``, and the quadratic part shares the packed
+    products ``x̃_i x̃_j`` with the M-step moments: two products
+    ``(B, D(D+1)/2) @ (D(D+1)/2, K)`` and ``(K, B) @ (B, D(D+1)/2)`` per block
+    instead of the exact path's three larger ones. The price is cancellation:
+    relative errors of about ``eps · ‖μ_k − c‖²_{Σ_k⁻¹}`` in the covariances
+    and Mahalanobis terms (see the README's "Numerics").
+    """
+    cov_type = params.covariance_type
+    n_features = X.shape[1]
+    Xc = X - center
+    means_c = params.means - center
+    if cov_type in ("full", "tied"):
+        precision = prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
+        iu, ju = np.triu_indices(n_features)
+        off_diagonal_twice = np.where(iu == ju, 1.0, 2.0).astype(X.dtype)
+        packed = _pack_outer(Xc)
+        quadratic = packed @ (precision[..., iu, ju] * off_diagonal_twice).T  # (B, K) full, (B,) tied
+        if cov_type == "tied":
+            quadratic = quadratic[:, None]
+        if cov_type == "full":
+            prec_means = jnp.einsum("kde,ke->kd", precision, means_c)
+        else:
+            prec_means = means_c @ precision
+    elif cov_type == "diag":
+        precision = prec_chol**2  # (K, D)
+        quadratic = (Xc * Xc) @ precision.T
+        prec_means = precision * means_c
+    else:
+        precision = prec_chol**2  # (K,)
+        quadratic = jnp.sum(Xc * Xc, axis=1)[:, None] * precision
+        prec_means = precision[:, None] * means_c
+    maha = quadratic - 2 * Xc @ prec_means.T + jnp.sum(prec_means * means_c, axis=1)
+    # Cancellation can leave a tiny negative value where it is mathematically ≥ 0.
+    wlp = component_log_norm(params, prec_chol) - 0.5 * jnp.maximum(maha, 0.0)
+    weighted_resp, log_likelihood = _responsibilities(wlp, w)
+    if cov_type == "full":
+        scatters = _unpack_symmetric(weighted_resp.T @ packed, n_features)
+    elif cov_type == "tied":
+        scatters = _unpack_symmetric(jnp.sum(weighted_resp, axis=1) @ packed, n_features)
+    elif cov_type == "diag":
+        scatters = weighted_resp.T @ (Xc * Xc)
+    else:
+        scatters = weighted_resp.T @ jnp.sum(Xc * Xc, axis=1)
+    stats = SuffStats(
+        counts=jnp.sum(weighted_resp, axis=0),
+        sums=weighted_resp.T @ Xc,
+        scatters=scatters,
+        centers=jnp.broadcast_to(center, params.means.shape),
+        covariance_type=cov_type,
+    )
+    return stats, log_likelihood
+
+
 def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:
     """Exact change of centre from each row's nearest mean to each component's mean.
 
@@ -222,6 +279,7 @@ def e_step(
     sample_weight: jax.Array | None = None,
     *,
     block_size: int | None = None,
+    fast: bool = False,
 ) -> tuple[SuffStats, jax.Array]:
     """E-step: responsibilities reduced to sufficient statistics.
 
@@ -234,11 +292,20 @@ def e_step(
         Non-negative weights; rows of weight 0 contribute nothing (padding).
     block_size : int, optional
         Rows per block; memory is ``O(block_size · K · D)`` whatever ``N``.
+    fast : bool
+        Opt-in: accumulate every moment about one shared centre, with fewer
+        and smaller matrix products (about 2× faster for full covariances)
+        at the price of cancellation error ``≈ eps · ‖μ_k − c‖²_{Σ_k⁻¹}``
+        relative, ``c`` the weighted mean of the means. Harmless in float64
+        and for components a few tens of σ from the centre in float32; keep
+        the default for float32 data whose components are hundreds of σ
+        apart.
 
     Returns
     -------
     stats : SuffStats
-        Statistics centred at ``params.means``.
+        Statistics centred at ``params.means`` (at the shared centre with
+        ``fast=True``).
     log_likelihood : array, shape ()
         The weighted **sum** ``Σ_n w_n log p(x_n)``; divide by
         ``stats.counts.sum()`` for the mean.
@@ -253,10 +320,11 @@ def e_step(
     block_size = max(1, min(int(block_size), n_samples))
     n_blocks, remainder = divmod(n_samples, block_size)
 
-    if params.covariance_type in ("full", "tied"):
-        # A shared centre for the E-step's matrix product (near the data, so
-        # data far from the origin do not lose digits in x·U).
-        center = params.weights @ params.means
+    # A shared centre near the data, so data far from the origin lose no digits.
+    center = params.weights @ params.means
+    if fast:
+        block_fn = partial(_block_e_step_shared, params, prec_chol, center)
+    elif params.covariance_type in ("full", "tied"):
         block_fn = partial(_block_e_step_gemm, params, prec_chol, center)
     else:
         block_fn = partial(_block_e_step_diff, params, prec_chol)
@@ -400,7 +468,7 @@ def iterate_em(
     return EMResult(params, log_likelihood, n_iter, converged, history)
 
 
-@partial(jax.jit, static_argnames=("max_iter", "block_size"))
+@partial(jax.jit, static_argnames=("max_iter", "block_size", "fast"))
 def em_loop(
     params: GMMParams,
     X: jax.Array,
@@ -410,6 +478,7 @@ def em_loop(
     reg_covar: float | jax.Array = 1e-6,
     sample_weight: jax.Array | None = None,
     block_size: int | None = None,
+    fast: bool = False,
 ) -> EMResult:
     """Run EM from ``params`` until the mean log-likelihood changes by less than ``tol``.
 
@@ -437,6 +506,9 @@ def em_loop(
     sample_weight : array, shape (N,), optional
     block_size : int, optional
         Rows per E-step block (static).
+    fast : bool
+        Opt-in faster E-step with a documented accuracy trade (static); see
+        :func:`e_step`.
 
     Returns
     -------
@@ -454,7 +526,7 @@ def em_loop(
     if sample_weight is None:
         sample_weight = jnp.ones(X.shape[0], X.dtype)
     sample_weight = jnp.asarray(sample_weight, X.dtype)
-    stats_fn = partial(e_step, X=X, sample_weight=sample_weight, block_size=block_size)
+    stats_fn = partial(e_step, X=X, sample_weight=sample_weight, block_size=block_size, fast=fast)
     return iterate_em(
         stats_fn, params, jnp.sum(sample_weight), max_iter=max_iter, tol=tol, reg_covar=reg_covar
     )

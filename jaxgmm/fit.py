@@ -67,11 +67,11 @@ def _best_of(restarts: EMResult) -> FitResult:
 
 
 @partial(
-    jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size")
+    jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size", "fast")
 )
 def _fit_restarts(
     keys, X, sample_weight, init_params, *, n_components, covariance_type, init, max_iter, tol, reg_covar,
-    block_size=None,
+    block_size=None, fast=False,
 ) -> FitResult:
     """Initialise and run EM once per key under ``vmap``; keep the best."""
 
@@ -85,7 +85,7 @@ def _fit_restarts(
             params = init_params
         return em_loop(
             params, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-            sample_weight=sample_weight, block_size=block_size,
+            sample_weight=sample_weight, block_size=block_size, fast=fast,
         )
 
     return _best_of(jax.vmap(one_restart)(keys))
@@ -158,6 +158,7 @@ def fit(
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
     sample_weight=None,
+    fast: bool = False,
 ) -> FitResult:
     """Fit a Gaussian mixture by EM, with ``n_init`` restarts run in parallel.
 
@@ -177,6 +178,9 @@ def fit(
     max_iter, tol, reg_covar : see :func:`jaxgmm.em_loop`.
     sample_weight : array-like, shape (N,), optional
         Non-negative; integer weights act like repeated rows.
+    fast : bool
+        Opt-in faster E-step that trades some float32 accuracy for widely
+        separated components; see :func:`jaxgmm.e_step`.
 
     Returns
     -------
@@ -207,7 +211,7 @@ def fit(
         jax.random.split(key, n_init), X, sample_weight, init_params,
         n_components=n_components, covariance_type=covariance_type,
         init="params" if init_params is not None else init,
-        max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+        max_iter=max_iter, tol=tol, reg_covar=reg_covar, fast=bool(fast),
     )
     _raise_if_failed(result, "EM")
     return result
@@ -243,12 +247,15 @@ def pad_datasets(datasets: Sequence) -> tuple[np.ndarray, np.ndarray]:
     return X, weight
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter"))
-def _fit_datasets(keys, X, sample_weight, *, n_components, covariance_type, init, n_init, max_iter, tol, reg_covar):
+@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter", "fast"))
+def _fit_datasets(
+    keys, X, sample_weight, *, n_components, covariance_type, init, n_init, max_iter, tol, reg_covar, fast
+):
     def one_dataset(key, x, w):
         return _fit_restarts(
             jax.random.split(key, n_init), x, w, None, n_components=n_components,
             covariance_type=covariance_type, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+            fast=fast,
         )
 
     return jax.vmap(one_dataset)(keys, X, sample_weight)
@@ -266,6 +273,7 @@ def fit_many(
     max_iter: int = 100,
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
+    fast: bool = False,
 ) -> FitResult:
     """Fit one mixture to each of many data sets in a single ``vmap``ed call.
 
@@ -282,7 +290,7 @@ def fit_many(
     n_components : int
     sample_weight : array-like, shape (B, N), optional
         0 marks padding rows; values of padding rows are ignored.
-    covariance_type, n_init, init, max_iter, tol, reg_covar : as :func:`fit`.
+    covariance_type, n_init, init, max_iter, tol, reg_covar, fast : as :func:`fit`.
 
     Returns
     -------
@@ -322,7 +330,7 @@ def fit_many(
     result = _fit_datasets(
         jax.random.split(key, n_sets), Xj, weight, n_components=n_components,
         covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-        reg_covar=reg_covar,
+        reg_covar=reg_covar, fast=bool(fast),
     )
     _raise_if_failed(result, "EM")
     return result

@@ -32,23 +32,24 @@ def sklearn_iterates(X, params, n_iter, reg_covar):
 
 
 @pytest.mark.x64
-def test_every_iterate_equals_sklearn(covariance_type):
+@pytest.mark.parametrize("fast", [False, True])
+def test_every_iterate_equals_sklearn(covariance_type, fast):
     X, *_ = make_blobs(seed=5, n=400, k=3, d=3, separation=3.0)
     params = random_params(np.random.default_rng(6), covariance_type, k=3, d=3)
     n_iter, reg_covar = 15, 1e-6
     expected = sklearn_iterates(X, params, n_iter, reg_covar)
     Xj = jnp.asarray(X)
-    e_step, m_step = jax.jit(jaxgmm.e_step), jax.jit(jaxgmm.m_step)
+    e_step, m_step = jax.jit(jaxgmm.e_step, static_argnames="fast"), jax.jit(jaxgmm.m_step)
     current = params
     for i, (w, mu, cov, lower_bound) in enumerate(expected):
-        stats, ll = e_step(current, Xj)
+        stats, ll = e_step(current, Xj, fast=fast)
         current = m_step(stats, reg_covar=reg_covar)
         np.testing.assert_allclose(ll / X.shape[0], lower_bound, rtol=1e-10, err_msg=f"lower bound, iter {i}")
         np.testing.assert_allclose(current.weights, w, rtol=1e-8, err_msg=f"weights, iter {i}")
         np.testing.assert_allclose(current.means, mu, rtol=1e-8, atol=1e-12, err_msg=f"means, iter {i}")
         np.testing.assert_allclose(current.covariances, cov, rtol=1e-8, atol=1e-12, err_msg=f"cov, iter {i}")
     # The compiled loop runs the same iterations.
-    result = jaxgmm.em_loop(params, Xj, max_iter=n_iter, tol=0.0, reg_covar=reg_covar)
+    result = jaxgmm.em_loop(params, Xj, max_iter=n_iter, tol=0.0, reg_covar=reg_covar, fast=fast)
     np.testing.assert_allclose(result.history, [e[3] for e in expected], rtol=1e-10)
     np.testing.assert_allclose(result.params.covariances, expected[-1][2], rtol=1e-8, atol=1e-12)
     assert int(result.n_iter) == n_iter and not bool(result.converged)
@@ -108,7 +109,7 @@ def test_nan_is_never_converged(dtype):
     assert int(result.n_iter) == 1  # stops at the first non-finite log-likelihood
 
 
-_jit_e_step = jax.jit(jaxgmm.e_step, static_argnames="block_size")
+_jit_e_step = jax.jit(jaxgmm.e_step, static_argnames=("block_size", "fast"))
 
 
 @settings(max_examples=25, deadline=None)
@@ -131,14 +132,21 @@ def test_statistics_add_up_over_rows(seed, block):
         np.testing.assert_allclose(ll_a + ll_b, ll, rtol=rtol)
 
 
-@pytest.mark.parametrize("block_size", [1, 16, 100, 300])
-def test_e_step_equals_a_direct_computation(covariance_type, block_size):
+@pytest.mark.parametrize("block_size, fast", [(1, False), (16, False), (100, False), (300, False), (16, True),
+                                              (300, True)])
+def test_e_step_equals_a_direct_computation(covariance_type, block_size, fast):
     """Statistics from the blocked matrix-product E-step equal the textbook sums over rows."""
     rng = np.random.default_rng(14)
     params = random_params(rng, covariance_type, k=3, d=4)
     X = rng.normal(size=(300, 4)) * 2
     w = rng.uniform(0, 2, size=300)
-    stats, ll = _jit_e_step(params, jnp.asarray(X, DTYPE), jnp.asarray(w, DTYPE), block_size=block_size)
+    stats, ll = _jit_e_step(params, jnp.asarray(X, DTYPE), jnp.asarray(w, DTYPE), block_size=block_size, fast=fast)
+    if fast:  # moments about the shared centre: move them to the means for the comparison
+        shift = np.asarray(params.means, np.float64) - np.asarray(stats.centers, np.float64)
+        stats = jaxgmm.SuffStats(
+            stats.counts, np.asarray(stats.sums) - stats.counts[:, None] * shift,
+            _recentre_scatter(stats, shift, covariance_type), params.means, covariance_type,
+        )
     log_dens = np.asarray(jaxgmm.weighted_log_prob(params, jnp.asarray(X, DTYPE)), np.float64)
     log_p = np.logaddexp.reduce(log_dens, axis=1)
     r = w[:, None] * np.exp(log_dens - log_p[:, None])
@@ -154,6 +162,23 @@ def test_e_step_equals_a_direct_computation(covariance_type, block_size):
     np.testing.assert_allclose(stats.sums, np.einsum("nk,nkd->kd", r, diff), rtol=rtol, atol=rtol * 100)
     np.testing.assert_allclose(stats.scatters, expected, rtol=rtol, atol=rtol * np.abs(expected).max())
     np.testing.assert_allclose(stats.centers, params.means)
+
+
+def _recentre_scatter(stats, shift, covariance_type):
+    """Σ r (x−μ)(x−μ)ᵀ from moments about c, with shift = μ − c (parallel-axis theorem)."""
+    n = np.asarray(stats.counts, np.float64)
+    s1 = np.asarray(stats.sums, np.float64)
+    s2 = np.asarray(stats.scatters, np.float64)
+    if covariance_type == "full":
+        return s2 - np.einsum("kd,ke->kde", s1, shift) - np.einsum("kd,ke->kde", shift, s1) + np.einsum(
+            "k,kd,ke->kde", n, shift, shift)
+    if covariance_type == "tied":
+        return s2 - np.einsum("kd,ke->de", s1, shift) - np.einsum("kd,ke->de", shift, s1) + np.einsum(
+            "k,kd,ke->de", n, shift, shift)
+    diag = s2 - 2 * s1 * shift + n[:, None] * shift**2 if covariance_type == "diag" else None
+    if covariance_type == "diag":
+        return diag
+    return s2 - 2 * np.sum(s1 * shift, 1) + n * np.sum(shift**2, 1)
 
 
 def test_no_recompile_for_new_tol_reg_covar_or_data(monkeypatch, dtype):

@@ -352,7 +352,7 @@ def fit_gradient(
     >>> import jax, optax, jaxgmm
     >>> X = jaxgmm.load_faithful()
     >>> start = jaxgmm.initialize(jax.random.key(0), jax.numpy.asarray(X, "float32"), 2)
-    >>> result = jaxgmm.fit_gradient(start, X, optimizer=optax.lbfgs(), num_steps=30)
+    >>> result = jaxgmm.fit_gradient(start, X, optimizer=optax.adam(0.05), num_steps=30)
     >>> result.history.shape, bool(result.log_likelihood >= result.history[0])
     ((30,), True)
     """

@@ -126,7 +126,9 @@ def launched(tmp_path_factory):
     four = run_python(FOUR_DEVICES, tmp / "data.npz", tmp / "four.npz",
                       env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     port, split = free_port(), 650  # unequal shares: process 1 gets padded
-    pair = [run_python(TWO_PROCESSES, tmp / "data.npz", tmp / f"proc{pid}.npz", pid, port, split) for pid in (0, 1)]
+    # The two-process run (the slowest) in the float64 pass only, where the comparison is strictest.
+    pair = [run_python(TWO_PROCESSES, tmp / "data.npz", tmp / f"proc{pid}.npz", pid, port, split)
+            for pid in (0, 1)] if X64 else []
     yield tmp, four, pair
     for p in [four, *pair]:  # a test that failed early leaves nothing running
         if p.poll() is None:
@@ -152,6 +154,7 @@ def test_four_devices_equal_one_device(launched):
     assert_matches(saved, "restarts", expected["full"], rtol)
 
 
+@pytest.mark.x64
 def test_two_processes_on_loopback_equal_one_process(launched):
     tmp, _, pair = launched
     X, w = blobs_with_weights()

@@ -66,14 +66,30 @@ def _best_of(restarts: EMResult) -> FitResult:
     return FitResult(*chosen, restarts=restarts, best_index=best)
 
 
+def default_restart_batch_size(n_init: int) -> int:
+    """How many restarts run together under ``vmap``: all of them on an accelerator, one at a time on CPU.
+
+    On a GPU the batched matrix products of a ``vmap``ped restart keep the
+    device busy. On CPU, XLA runs batched small matrix products several times
+    slower than the same products one by one, and a batch runs until its
+    slowest member has converged; measured on this project's 2-core machine
+    (``BENCHMARKS.md``, restarts case), a sequential ``lax.map`` over restarts
+    is 3-4× faster than one ``vmap`` of 32. Results are the same either way.
+    """
+    return n_init if jax.default_backend() != "cpu" else 1
+
+
 @partial(
-    jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "block_size", "fast")
+    jax.jit,
+    static_argnames=(
+        "n_components", "covariance_type", "init", "max_iter", "block_size", "fast", "restart_batch_size",
+    ),
 )
 def _fit_restarts(
     keys, X, sample_weight, init_params, *, n_components, covariance_type, init, max_iter, tol, reg_covar,
-    block_size=None, fast=False,
+    block_size=None, fast=False, restart_batch_size=None,
 ) -> FitResult:
-    """Initialise and run EM once per key under ``vmap``; keep the best."""
+    """Initialise and run EM once per key, ``restart_batch_size`` restarts at a time under ``vmap``; keep the best."""
 
     def one_restart(key):
         if init_params is None:
@@ -88,7 +104,13 @@ def _fit_restarts(
             sample_weight=sample_weight, block_size=block_size, fast=fast,
         )
 
-    return _best_of(jax.vmap(one_restart)(keys))
+    n_init = keys.shape[0]
+    batch = default_restart_batch_size(n_init) if restart_batch_size is None else min(restart_batch_size, n_init)
+    if batch >= n_init:
+        restarts = jax.vmap(one_restart)(keys)
+    else:
+        restarts = jax.lax.map(one_restart, keys, batch_size=batch if batch > 1 else None)
+    return _best_of(restarts)
 
 
 def _check_key(key) -> jax.Array:
@@ -159,8 +181,9 @@ def fit(
     reg_covar: float = 1e-6,
     sample_weight=None,
     fast: bool = False,
+    restart_batch_size: int | None = None,
 ) -> FitResult:
-    """Fit a Gaussian mixture by EM, with ``n_init`` restarts run in parallel.
+    """Fit a Gaussian mixture by EM, with ``n_init`` restarts compiled into one program.
 
     Parameters
     ----------
@@ -171,8 +194,8 @@ def fit(
         ``K``.
     covariance_type : {"full", "tied", "diag", "spherical"}
     n_init : int
-        Restarts, run together under ``vmap``; the best final
-        log-likelihood wins.
+        Restarts, compiled into one program; the best final log-likelihood
+        wins.
     init : {"kmeans", "k-means++", "random", "random_from_data"} or GMMParams
         Initialiser, or user-given initial parameters (validated).
     max_iter, tol, reg_covar : see :func:`jaxgmm.em_loop`.
@@ -181,6 +204,11 @@ def fit(
     fast : bool
         Opt-in faster E-step that trades some float32 accuracy for widely
         separated components; see :func:`jaxgmm.e_step`.
+    restart_batch_size : int, optional
+        Restarts run together under ``vmap`` (the rest are a ``lax.map``
+        over batches). Default :func:`default_restart_batch_size`: all on
+        an accelerator, one at a time on CPU. The result does not depend on
+        it; each restart stops changing once it has converged.
 
     Returns
     -------
@@ -212,6 +240,8 @@ def fit(
         n_components=n_components, covariance_type=covariance_type,
         init="params" if init_params is not None else init,
         max_iter=max_iter, tol=tol, reg_covar=reg_covar, fast=bool(fast),
+        restart_batch_size=None if restart_batch_size is None else check_positive_int(
+            restart_batch_size, "restart_batch_size"),
     )
     _raise_if_failed(result, "EM")
     return result

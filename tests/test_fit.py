@@ -19,12 +19,14 @@ def assert_results_close(a, b, rtol):
     assert bool(a.converged) == bool(b.converged)
 
 
-@pytest.mark.parametrize("init", jaxgmm.INIT_METHODS)
-def test_batched_restarts_equal_restarts_run_alone(init, covariance_type, dtype):
+@pytest.mark.parametrize("init, restart_batch_size", [(m, 4) for m in jaxgmm.INIT_METHODS] + [("kmeans", 1),
+                                                                                               ("random", 3)])
+def test_batched_restarts_equal_restarts_run_alone(init, restart_batch_size, covariance_type, dtype):
     X, *_ = make_blobs(seed=20, n=300, k=3, d=2, separation=2.0)
     Xj = jnp.asarray(X, dtype)
     key = jax.random.key(3)
-    result = jaxgmm.fit(key, X.astype(dtype), 3, covariance_type=covariance_type, n_init=4, init=init, max_iter=50)
+    result = jaxgmm.fit(key, X.astype(dtype), 3, covariance_type=covariance_type, n_init=4, init=init, max_iter=50,
+                        restart_batch_size=restart_batch_size)
     n_iters = []
     for i, k in enumerate(jax.random.split(key, 4)):
         start = jaxgmm.initialize(k, Xj, 3, covariance_type=covariance_type, method=init)

@@ -11,7 +11,7 @@ from jaxgmm.compilation_cache import enable_compilation_cache
 from jaxgmm.datasets import FAITHFUL_COLUMNS, load_faithful
 from jaxgmm.density import log_prob, predict, predict_proba, score, score_samples, weighted_log_prob
 from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_responsibilities
-from jaxgmm.fit import FitResult, default_restart_batch_size, fit, fit_many, pad_datasets
+from jaxgmm.fit import FitResult, default_batch_size, fit, fit_many, pad_datasets
 from jaxgmm.gradient import GradientResult, fit_gradient, log_likelihood, q_function
 from jaxgmm.io import load, save
 from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmeans, kmeans_plusplus
@@ -42,7 +42,7 @@ __all__ = [
     "aic",
     "bic",
     "compare",
-    "default_restart_batch_size",
+    "default_batch_size",
     "e_step",
     "enable_compilation_cache",
     "em_loop",

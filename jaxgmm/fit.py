@@ -66,17 +66,26 @@ def _best_of(restarts: EMResult) -> FitResult:
     return FitResult(*chosen, restarts=restarts, best_index=best)
 
 
-def default_restart_batch_size(n_init: int) -> int:
-    """How many restarts run together under ``vmap``: all of them on an accelerator, one at a time on CPU.
+def default_batch_size(n_fits: int) -> int:
+    """How many independent fits (restarts, data sets) run together under ``vmap``.
 
-    On a GPU the batched matrix products of a ``vmap``ped restart keep the
-    device busy. On CPU, XLA runs batched small matrix products several times
-    slower than the same products one by one, and a batch runs until its
-    slowest member has converged; measured on this project's 2-core machine
-    (``BENCHMARKS.md``, restarts case), a sequential ``lax.map`` over restarts
-    is 3-4× faster than one ``vmap`` of 32. Results are the same either way.
+    All of them on an accelerator, one at a time on CPU. On a GPU the batched
+    matrix products of ``vmap``ped fits keep the device busy. On CPU, XLA runs
+    batched small matrix products several times slower than the same products
+    one by one, and a batch runs until its slowest member has converged:
+    measured on this project's 2-core machine (``BENCHMARKS.md``), a
+    sequential ``lax.map`` is 3-4× faster than one ``vmap`` for 32 restarts
+    and for 1,000 small data sets. Results are the same either way.
     """
-    return n_init if jax.default_backend() != "cpu" else 1
+    return n_fits if jax.default_backend() != "cpu" else 1
+
+
+def _map_fits(fn, xs, n_fits: int, batch_size: int | None):
+    """``fn`` over the leading axis of ``xs``: ``vmap`` in batches of ``batch_size`` (static)."""
+    batch = default_batch_size(n_fits) if batch_size is None else min(batch_size, n_fits)
+    if batch >= n_fits:
+        return jax.vmap(fn)(xs)
+    return jax.lax.map(fn, xs, batch_size=batch if batch > 1 else None)
 
 
 @partial(
@@ -104,13 +113,7 @@ def _fit_restarts(
             sample_weight=sample_weight, block_size=block_size, fast=fast,
         )
 
-    n_init = keys.shape[0]
-    batch = default_restart_batch_size(n_init) if restart_batch_size is None else min(restart_batch_size, n_init)
-    if batch >= n_init:
-        restarts = jax.vmap(one_restart)(keys)
-    else:
-        restarts = jax.lax.map(one_restart, keys, batch_size=batch if batch > 1 else None)
-    return _best_of(restarts)
+    return _best_of(_map_fits(one_restart, keys, keys.shape[0], restart_batch_size))
 
 
 def _check_key(key) -> jax.Array:
@@ -206,8 +209,8 @@ def fit(
         separated components; see :func:`jaxgmm.e_step`.
     restart_batch_size : int, optional
         Restarts run together under ``vmap`` (the rest are a ``lax.map``
-        over batches). Default :func:`default_restart_batch_size`: all on
-        an accelerator, one at a time on CPU. The result does not depend on
+        over batches). Default :func:`default_batch_size`: all on an
+        accelerator, one at a time on CPU. The result does not depend on
         it; each restart stops changing once it has converged.
 
     Returns
@@ -277,18 +280,23 @@ def pad_datasets(datasets: Sequence) -> tuple[np.ndarray, np.ndarray]:
     return X, weight
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter", "fast"))
+@partial(
+    jax.jit,
+    static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter", "fast", "batch_size"),
+)
 def _fit_datasets(
-    keys, X, sample_weight, *, n_components, covariance_type, init, n_init, max_iter, tol, reg_covar, fast
+    keys, X, sample_weight, *, n_components, covariance_type, init, n_init, max_iter, tol, reg_covar, fast,
+    batch_size=None,
 ):
-    def one_dataset(key, x, w):
+    def one_dataset(args):
+        key, x, w = args
         return _fit_restarts(
             jax.random.split(key, n_init), x, w, None, n_components=n_components,
             covariance_type=covariance_type, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
             fast=fast,
         )
 
-    return jax.vmap(one_dataset)(keys, X, sample_weight)
+    return _map_fits(one_dataset, (keys, X, sample_weight), X.shape[0], batch_size)
 
 
 def fit_many(
@@ -304,8 +312,9 @@ def fit_many(
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
     fast: bool = False,
+    batch_size: int | None = None,
 ) -> FitResult:
-    """Fit one mixture to each of many data sets in a single ``vmap``ed call.
+    """Fit one mixture to each of many data sets in a single compiled call.
 
     Data sets of different sizes share one shape by padding with rows of
     weight 0 (see :func:`pad_datasets`); padding changes nothing, so data set
@@ -321,6 +330,10 @@ def fit_many(
     sample_weight : array-like, shape (B, N), optional
         0 marks padding rows; values of padding rows are ignored.
     covariance_type, n_init, init, max_iter, tol, reg_covar, fast : as :func:`fit`.
+    batch_size : int, optional
+        Data sets fitted together under ``vmap`` (a ``lax.map`` runs over
+        the batches). Default :func:`default_batch_size`: all at once on an
+        accelerator, one at a time on CPU. The result does not depend on it.
 
     Returns
     -------
@@ -361,6 +374,7 @@ def fit_many(
         jax.random.split(key, n_sets), Xj, weight, n_components=n_components,
         covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
         reg_covar=reg_covar, fast=bool(fast),
+        batch_size=None if batch_size is None else check_positive_int(batch_size, "batch_size"),
     )
     _raise_if_failed(result, "EM")
     return result

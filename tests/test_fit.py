@@ -39,13 +39,15 @@ def test_batched_restarts_equal_restarts_run_alone(init, restart_batch_size, cov
     np.testing.assert_array_equal(result.history, result.restarts.history[best])
 
 
-def test_padded_datasets_equal_separate_fits(covariance_type, dtype):
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_padded_datasets_equal_separate_fits(covariance_type, batch_size, dtype):
     sizes = (120, 200, 75, 160)
     datasets = [make_blobs(seed=30 + i, n=n, k=2, d=2)[0].astype(dtype) for i, n in enumerate(sizes)]
     X, w = jaxgmm.pad_datasets(datasets)
     X[0, sizes[0]:] = np.nan  # padding content must not matter
     key = jax.random.key(4)
-    many = jaxgmm.fit_many(key, X, 2, sample_weight=w, covariance_type=covariance_type, n_init=2)
+    many = jaxgmm.fit_many(key, X, 2, sample_weight=w, covariance_type=covariance_type, n_init=2,
+                           batch_size=batch_size)
     assert many.params.means.shape == (4, 2, 2)
     for b, (k, data) in enumerate(zip(jax.random.split(key, 4), datasets)):
         alone = jaxgmm.fit(k, data, 2, covariance_type=covariance_type, n_init=2)

@@ -1,5 +1,7 @@
 """Figures of fitted mixtures (needs the optional ``matplotlib`` extra)."""
 
+import sys
+
 import numpy as np
 
 from jaxgmm.params import GMMParams
@@ -9,7 +11,8 @@ def _require_matplotlib():
     try:
         import matplotlib
 
-        matplotlib.use("Agg", force=False)
+        if "matplotlib.pyplot" not in sys.modules:  # keep a backend the caller chose (a notebook's inline one)
+            matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("plotting needs matplotlib: pip install 'jaxgmm[plot]'") from exc
@@ -41,6 +44,46 @@ def draw_ellipses(ax, means: np.ndarray, covariances: np.ndarray, colors, n_std=
             ax.add_patch(
                 Ellipse(mean, width, height, angle=angle, fill=False, color=color, lw=1.5, ls="-" if s == 1 else "--")
             )
+
+
+def draw_mixture(ax, X, params: GMMParams, labels=None, *, n_std=(1, 2), size=10, alpha=0.6) -> None:
+    """Two-feature data on ``ax`` with the mixture's ``n_std``-σ ellipses and its means.
+
+    Points are coloured by ``labels`` (component ``k`` gets the k-th
+    ``tab10`` colour, as its ellipses), grey without labels.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    X : array, shape (N, 2)
+    params : GMMParams with 2 features
+    labels : array of int, shape (N,), optional
+    n_std : sequence of float
+        Ellipses drawn (solid for the first, dashed for the others).
+    size, alpha : float
+        Marker size and opacity of the points.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, matplotlib.pyplot as plt
+    >>> from jaxgmm import GMMParams
+    >>> p = GMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.0, 0.0], [3.0, 3.0]]), jnp.ones(2), "spherical")
+    >>> fig, ax = plt.subplots()
+    >>> draw_mixture(ax, [[0.0, 0.1], [3.0, 2.9]], p, labels=[0, 1])
+    >>> len(ax.patches)  # a 1σ and a 2σ ellipse per component
+    4
+    >>> plt.close(fig)
+    """
+    plt = _require_matplotlib()
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != 2 or params.means.shape[-1] != 2:
+        raise ValueError(f"draw_mixture draws two features; got data of shape {X.shape}.")
+    colors = plt.cm.tab10(np.arange(params.n_components) % 10)
+    point_colors = "0.55" if labels is None else colors[np.asarray(labels)]
+    ax.scatter(X[:, 0], X[:, 1], c=point_colors, s=size, alpha=alpha, edgecolors="none")
+    means = np.asarray(params.means, np.float64)
+    draw_ellipses(ax, means, full_covariances(params).astype(np.float64), colors, n_std)
+    ax.scatter(means[:, 0], means[:, 1], marker="x", c="k", s=40)
 
 
 def principal_axes(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -405,8 +405,9 @@ fig.tight_layout()
 The trace below is the mean log-likelihood at each iteration (left) and its
 distance to the final value on a log scale (right). Near the optimum the
 distance shrinks by a roughly constant factor per iteration: EM converges
-*linearly*, with a rate set by how much the components overlap (the fraction
-of "missing information").
+*linearly*. (Theory: the factor is the largest fraction of "missing
+information" — close to 0 for well-separated components like these, close
+to 1 for heavily overlapping ones; Dempster, Laird & Rubin, 1977.)
 """),
     code(r"""
 gap = trace[-1] - trace[:-1]
@@ -488,13 +489,14 @@ checked to ~1e-10. Every claim is asserted in a cell.
 ## Data and start
 
 Old Faithful again, **standardised** (each feature centred and divided by its
-standard deviation): gradient steps are not scale-free, and waiting times in
-minutes are ten times larger than eruption durations (we come back to this
+standard deviation): gradient steps are not scale-free, and waiting times
+spread about ten times more than eruption durations (we come back to this
 below; EM does not care). The start is notebook 1's, in standardised units.
 """),
     code(FAITHFUL_START + r"""
 center = faithful.mean(axis=0)
 X = (faithful - center) / spread
+assert 8 < spread[1] / spread[0] < 15     # waiting times spread about ten times more
 start_std = start.replace(
     means=(start.means - center) / spread,
     covariances=start.covariances / np.outer(spread, spread),
@@ -577,8 +579,8 @@ What the traces show:
 * **With a large step** it overshoots: the likelihood goes *down* on some
   steps and the run never settles. Between these two is a step size that
   works, and it depends on the data's scale and the current point.
-* **Adam** with a fixed learning rate is robust to scale but slow to get
-  close; **L-BFGS** converges fast once near the optimum and gets there second.
+* **Adam** with a fixed learning rate is not within $10^{-6}$ after 200 steps;
+  **L-BFGS** converges fast once near the optimum and gets there second.
 
 The right panel puts the same traces against the wall-clock time of each
 compiled run (printed above). Per iteration a gradient step skips the M-step,
@@ -943,8 +945,9 @@ ax2.set_title(f"the worst restart: $\\ell/N$ = {finals['random_from_data'][i]:.3
 fig.tight_layout()
 """, readme_figure="03_restarts_histogram.png"),
     md(r"""
-Only part of the random starts find the best mixture; the rest stop at
-solutions that merge or split clusters, each a local maximum. Seeding matters
+Only part of the random starts find the best mixture; the rest converge to
+solutions that merge or split clusters, each a fixed point of EM (notebook 2
+showed such a point is a local maximum that gradient ascent cannot leave either). Seeding matters
 (k-means++ reaches the best far more often), and so does the number of
 restarts: with a share $s$ at the best, $n$ restarts all miss it with
 probability $(1-s)^n$ — cheap to drive to zero when the restarts run together.

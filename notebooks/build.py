@@ -965,7 +965,8 @@ keeps the component labels aligned across resamples (label switching,
 notebook 2).
 """),
     code(r"""
-theta_hat = jaxgmm.fit(jax.random.key(0), faithful := jaxgmm.load_faithful(), 2, n_init=10, tol=1e-8).params
+faithful = jaxgmm.load_faithful()
+theta_hat = jaxgmm.fit(jax.random.key(0), faithful, 2, n_init=10, tol=1e-8).params   # the full-data estimate
 N, B = faithful.shape[0], 1000
 counts = np.random.default_rng(0).multinomial(N, np.full(N, 1 / N), size=B).astype(np.float64)  # (B, N)
 

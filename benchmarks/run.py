@@ -257,8 +257,7 @@ def worker_main(lib, spec_json, data_path):
 
 def run_worker(lib, spec, data_path, time_limit):
     env = dict(os.environ)
-    if spec.get("x64"):
-        env["JAX_ENABLE_X64"] = "1"
+    env["JAX_ENABLE_X64"] = "1" if spec.get("x64") else "0"  # never inherited from the caller
     cmd = [sys.executable, __file__, "--worker", lib, json.dumps(spec), str(data_path)]
     t0 = time.perf_counter()
     try:

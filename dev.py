@@ -6,18 +6,28 @@ Needs only Python 3.11+ and its standard library:
     python3 dev.py demo    # install jaxgmm[plot] into .venv, fit Old Faithful, print and plot
     python3 dev.py test    # install jaxgmm[test] into .venv, run the suite in float32 and float64
 
-Extra arguments after ``test`` go to pytest.
+``test`` runs every test file (and the doctests) in a pytest process of its
+own, two at a time, first with float32 then with ``JAX_ENABLE_X64=1`` (x64
+is never toggled inside a process). One process per file keeps compiled
+programs from piling up in a single process (a long single-process run has
+crashed inside XLA's CPU compiler here) and uses both cores. Arguments after
+``test`` are passed to one plain pytest run per pass instead
+(``python3 dev.py test -k sklearn``).
 """
 
 import os
 import subprocess
 import sys
+import tempfile
 import venv
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PARALLEL = 2
 
 
 def run(*cmd, env=None) -> int:
@@ -42,16 +52,56 @@ def demo(args) -> int:
     return run(BIN / "jaxgmm", "demo", *args)
 
 
+def _pytest_group(target: str, env: dict, report_dir: Path) -> tuple[str, int, str, dict]:
+    """One pytest process for one test file (or the doctests); returns its output and counts."""
+    report = report_dir / (target.replace("/", "_") + ".xml")
+    cmd = [str(BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", target]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    counts = dict(tests=0, failures=0, errors=0, skipped=0)
+    if report.exists():
+        suite = ET.parse(report).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        for key in counts:
+            counts[key] = int(suite.get(key, 0))
+    elif proc.returncode != 0:
+        counts["errors"] = 1  # crashed before writing its report
+    return target, proc.returncode, proc.stdout + proc.stderr, counts
+
+
+def _test_pass(label: str, x64: bool, args) -> tuple[int, dict]:
+    env = dict(os.environ, JAX_ENABLE_X64="1" if x64 else "0")
+    if args:
+        code = run(BIN / "python", "-m", "pytest", *args, env=env)
+        return code, {}
+    targets = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")) + ["jaxgmm"]
+    totals = dict(tests=0, failures=0, errors=0, skipped=0)
+    worst = 0
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(PARALLEL) as pool:
+        for target, code, output, counts in pool.map(lambda t: _pytest_group(t, env, Path(tmp)), targets):
+            print(f"--- {label}: {target} (exit {code})\n{output.rstrip()}\n", flush=True)
+            if code not in (0, 5):  # 5: nothing collected
+                worst = code or 1
+            for key in totals:
+                totals[key] += counts[key]
+    return worst, totals
+
+
 def test(args) -> int:
     setup("test")
-    env = dict(os.environ)
-    # float32 pass, then a float64 pass in its own process (x64 is never toggled mid-suite).
-    env["JAX_ENABLE_X64"] = "0"
-    code32 = run(BIN / "python", "-m", "pytest", *args, env=env)
-    env["JAX_ENABLE_X64"] = "1"
-    code64 = run(BIN / "python", "-m", "pytest", *args, env=env)
-    print(f"float32 pass: {'ok' if code32 == 0 else 'FAILED'}; float64 pass: {'ok' if code64 == 0 else 'FAILED'}")
-    return code32 or code64
+    codes, summaries = [], []
+    for label, x64 in (("float32", False), ("float64", True)):
+        code, totals = _test_pass(label, x64, args)
+        codes.append(code)
+        if totals:
+            failed = totals["failures"] + totals["errors"]
+            passed = totals["tests"] - failed - totals["skipped"]
+            summaries.append((label, passed, failed, totals["skipped"]))
+    for label, passed, failed, skipped in summaries:
+        print(f"{label} pass: {passed} passed, {failed} failed, {skipped} skipped")
+    if summaries:
+        passed, failed, skipped = (sum(s[i] for s in summaries) for i in (1, 2, 3))
+        print(f"total: {passed} passed, {failed} failed, {skipped} skipped")
+    return next((c for c in codes if c), 0)
 
 
 def main() -> int:

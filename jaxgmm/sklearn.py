@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from jaxgmm import density
 from jaxgmm.em import EMResult, em_loop
-from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _raise_if_failed
+from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _map_fits, _raise_if_failed
 from jaxgmm.init import INIT_METHODS, initialize
 from jaxgmm.params import GMMParams, check_covariance_type, covariance_shape, n_parameters
 from jaxgmm.sampling import sample as _sample
@@ -92,7 +92,7 @@ def _initial_params(key, X, sample_weight, given, *, n_components, covariance_ty
 
 @partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter"))
 def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, covariance_type, init, max_iter, tol, reg_covar):
-    """Restarts under ``vmap`` where some initial arrays are given; keep the best."""
+    """Restarts (see :func:`jaxgmm.fit.default_batch_size`) where some initial arrays are given; keep the best."""
 
     def one_restart(key):
         params = _initial_params(
@@ -101,7 +101,7 @@ def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, cov
         )
         return em_loop(params, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar, sample_weight=sample_weight)
 
-    return _best_of(jax.vmap(one_restart)(keys))
+    return _best_of(_map_fits(one_restart, keys, keys.shape[0], None))
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):

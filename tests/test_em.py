@@ -175,9 +175,8 @@ def _recentre_scatter(stats, shift, covariance_type):
     if covariance_type == "tied":
         return s2 - np.einsum("kd,ke->de", s1, shift) - np.einsum("kd,ke->de", shift, s1) + np.einsum(
             "k,kd,ke->de", n, shift, shift)
-    diag = s2 - 2 * s1 * shift + n[:, None] * shift**2 if covariance_type == "diag" else None
     if covariance_type == "diag":
-        return diag
+        return s2 - 2 * s1 * shift + n[:, None] * shift**2
     return s2 - 2 * np.sum(s1 * shift, 1) + n * np.sum(shift**2, 1)
 
 

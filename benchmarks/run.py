@@ -240,7 +240,23 @@ def worker_gmmx(spec, data):
                 n_iter=int(r.n_iter))
 
 
+def worker_matmul(spec, data):
+    """JAX's float32 matrix-product rate (full precision) on its default device, and the device's name."""
+    import jax
+    import jax.numpy as jnp
+
+    n = spec["n"]
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    product = jax.jit(lambda a: jnp.matmul(a, a, precision="highest"))
+    jax.block_until_ready(product(a))
+    t, _ = best_of(lambda: jax.block_until_ready(product(a)), 10)
+    device = jax.devices()[0]
+    return dict(gflops=2 * n**3 / t / 1e9, device=f"{device.platform.upper()} {device.device_kind}",
+                log_likelihood=0.0)
+
+
 WORKERS = {
+    "matmul": worker_matmul,
     "jaxgmm": worker_jaxgmm,
     "jaxgmm-fast": lambda spec, data: worker_jaxgmm(spec, data, fast=True),
     "sklearn": worker_sklearn,
@@ -250,8 +266,10 @@ WORKERS = {
 
 def worker_main(lib, spec_json, data_path):
     spec = json.loads(spec_json)
-    with np.load(data_path) as f:
-        data = {k: f[k] for k in f.files}
+    data = {}
+    if data_path != "None":  # the matmul worker needs none
+        with np.load(data_path) as f:
+            data = {k: f[k] for k in f.files}
     t0 = time.perf_counter()
     result = WORKERS[lib](spec, data)
     result["wall_s"] = time.perf_counter() - t0
@@ -305,6 +323,9 @@ def machine_info():
             versions[dist] = version(dist)
         except PackageNotFoundError:
             versions[dist] = "not installed"
+    if versions["jaxgmm"] == "not installed":  # run from a checkout on PYTHONPATH
+        init = (ROOT / "jaxgmm" / "__init__.py").read_text()
+        versions["jaxgmm"] = init.split('__version__ = "', 1)[1].split('"', 1)[0] + " (checkout)"
     blas_env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     return dict(cpu=cpu, cores=os.cpu_count(), python=platform.python_version(), system=platform.platform(),
                 versions=versions, blas_env=blas_env or "unset")
@@ -331,7 +352,8 @@ def case_specs(name, cfg):
     return out
 
 
-def run_cases(cases, tmpdir, log=print):
+def run_cases(cases, tmpdir, log=print, partial=None):
+    """Measure every case; with ``partial`` (a path) the rows so far are saved after each case."""
     rows = []
     for name, cfg in cases.items():
         for label, spec, arrays in case_specs(name, cfg):
@@ -356,6 +378,8 @@ def run_cases(cases, tmpdir, log=print):
                 row["float64_reference"] = run_worker("jaxgmm", ref_spec, path, DEFAULT_TIME_LIMIT)
             path.unlink()
             rows.append(row)
+            if partial:
+                Path(partial).write_text(json.dumps(rows, indent=1, default=str))
     return rows
 
 
@@ -406,8 +430,10 @@ def markdown(rows, rate, info, title):
     lines = [f"## {title}", ""]
     lines.append(f"Machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}; "
                  + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-                 + f". OpenBLAS environment: {info['blas_env']}.")
-    lines.append(f"numpy float32 matrix product (4000², same run): **{rate:.0f} GFLOP/s**.")
+                 + f". OpenBLAS environment: {info['blas_env']}."
+                 + (f" Accelerator: {info['accelerator']} (jaxgmm and gmmx run on it)." if "accelerator" in info else ""))
+    source = info.get("rate_source", "numpy float32 matrix product (4000², this CPU)")
+    lines.append(f"{source}, same run: **{rate:.0f} GFLOP/s**.")
     lines.append("")
     lines.append("### Fixed iterations (`tol = 0`), identical data and initial parameters")
     lines.append("")
@@ -459,10 +485,12 @@ def markdown(rows, rate, info, title):
         ours, sk = res.get("jaxgmm", {}), res.get("sklearn", {})
         if s["kind"] == "restarts":
             work = f"N={s['n']:,}, D={s['d']}, K={s['k']}, n_init={s['n_init']}, k-means++, to convergence"
-            note = "jaxgmm: one compiled call (restarts under `lax.map` on CPU); sklearn: sequential"
+            batching = "`vmap`" if "accelerator" in info else "`lax.map` on CPU"
+            note = f"jaxgmm: one compiled call (restarts under {batching}); sklearn: sequential"
         else:
             work = f"{s['n_sets']:,} data sets × {s['n']} × {s['d']}, K={s['k']}, to convergence"
-            note = ("one compiled call (`lax.map` over data sets on CPU) vs a Python loop; largest difference of "
+            note = (f"one compiled call ({'`vmap`' if 'accelerator' in info else '`lax.map` on CPU'} over data sets) "
+                    "vs a Python loop; largest difference of "
                     f"means vs fitting each alone: {_fmt(ours.get('max_diff_vs_alone'), '{:.1e}')}")
         lines.append(
             f"| {row['case']} | {work} | {cell(ours, 'total_s', '{:.3f}')} | {cell(ours, 'first_s', '{:.2f}')} | "
@@ -517,7 +545,7 @@ def targets(rows):
     return "\n".join(["### Targets", "", "| target | goal | this run | |", "|---|---|---|---|", *out, ""])
 
 
-def plot(rows, path):
+def plot(rows, path, title=""):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -534,10 +562,29 @@ def plot(rows, path):
     ax.set_xticks(np.arange(len(iter_rows)), [r["case"] for r in iter_rows], rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("ms per EM iteration (log scale)")
-    ax.set_title("EM iteration time, same data and start (lower is better)")
+    ax.set_title(f"EM iteration time, same data and start (lower is better)\n{title}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def section(saved):
+    """One machine's part of BENCHMARKS.md."""
+    return markdown(saved["rows"], saved["rate"], saved["info"], saved["title"]) + "\n" + targets(saved["rows"])
+
+
+def report(folder, with_scale_note=True):
+    """BENCHMARKS.md from the saved results in ``folder``: the CPU run, then an accelerator run if any."""
+    parts = [HEADER]
+    for name in ("results", "results-accelerator"):
+        path = Path(folder) / f"{name}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            saved.setdefault("title", "CPU (this project's machine)")
+            parts.append(section(saved) + "\n")
+            if name == "results" and with_scale_note:
+                parts.append(SCALE_NOTE + "\n")
+    return "".join(parts)
 
 
 HEADER = ("# Benchmarks\n\nProduced by `benchmarks/run.py` (see its docstring for method; "
@@ -553,33 +600,49 @@ def main(argv=None):
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ",".join(CASES))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite's smoke run)")
     parser.add_argument("--out", default=None, help="markdown output (default BENCHMARKS.md unless --smoke)")
-    parser.add_argument("--title", default="CPU (this project's machine)")
+    parser.add_argument("--title", default=None, help="section title (default: the machine)")
+    parser.add_argument("--libs", default=None, help="comma-separated subset of jaxgmm,jaxgmm-fast,sklearn,gmmx")
+    parser.add_argument("--accelerator", action="store_true",
+                        help="JAX runs on a GPU: the rate is JAX's float32 matmul on it, results go to "
+                             "benchmarks/results-accelerator.json and form their own section of BENCHMARKS.md")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite BENCHMARKS.md from benchmarks/results.json without measuring")
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main(*args.worker)
     if args.report_only:
-        saved = json.loads((ROOT / "benchmarks" / "results.json").read_text())
-        md = markdown(saved["rows"], saved["rate"], saved["info"], args.title) + "\n" + targets(saved["rows"])
-        (ROOT / "BENCHMARKS.md").write_text(HEADER + md + SCALE_NOTE)
-        return saved["rows"]
+        (ROOT / "BENCHMARKS.md").write_text(report(ROOT / "benchmarks"))
+        return None
     table = SMOKE if args.smoke else CASES
     cases = {name: table[name] for name in args.cases.split(",") if name in table}
-    rate = matmul_gflops(1000 if args.smoke else 4000)
-    print(f"numpy float32 matmul: {rate:.0f} GFLOP/s")
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = summarise(run_cases(cases, tmp), rate)
+    if args.libs:
+        keep = args.libs.split(",")
+        cases = {name: dict(cfg, libs=[lib for lib in cfg["libs"] if lib in keep]) for name, cfg in cases.items()}
     info = machine_info()
-    md = markdown(rows, rate, info, args.title) + "\n" + targets(rows)
+    if args.accelerator:
+        measured = run_worker("matmul", dict(n=8192), None, DEFAULT_TIME_LIMIT)
+        rate, info["accelerator"] = measured["gflops"], measured["device"]
+        info["rate_source"] = f"JAX float32 matrix product, full precision (8192², {measured['device']})"
+    else:
+        rate = matmul_gflops(1000 if args.smoke else 4000)
+        info["rate_source"] = f"numpy float32 matrix product ({1000 if args.smoke else 4000}², this CPU)"
+    print(f"{info['rate_source']}: {rate:.0f} GFLOP/s")
     out = args.out or (None if args.smoke else str(ROOT / "BENCHMARKS.md"))
+    partial = Path(out).with_name("benchmarks-partial.json") if out else None
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = summarise(run_cases(cases, tmp, partial=partial), rate)
+    if partial:
+        partial.unlink(missing_ok=True)
+    title = args.title or (f"GPU: {info['accelerator']}" if args.accelerator else "CPU (this project's machine)")
+    saved = dict(title=title, rate=rate, info=info, rows=rows)
     if out:
-        Path(out).write_text(HEADER + md + ("" if args.smoke else SCALE_NOTE))
-        (Path(out).parent / "benchmarks").mkdir(exist_ok=True)
-        Path(out).with_name("benchmarks").joinpath("results.json").write_text(
-            json.dumps(dict(rate=rate, info=info, rows=rows), indent=1, default=str))
-        plot(rows, Path(out).with_name("benchmarks") / "results.png")
-    print(md)
+        folder = Path(out).with_name("benchmarks")
+        folder.mkdir(exist_ok=True)
+        name = "results-accelerator" if args.accelerator else "results"
+        (folder / f"{name}.json").write_text(json.dumps(saved, indent=1, default=str))
+        plot(rows, folder / f"{name}.png", title)
+        Path(out).write_text(report(folder, with_scale_note=not args.smoke))
+    print(section(saved))
     return rows
 
 

@@ -15,9 +15,11 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams, log_det_precision_cholesky
 
 
+@float32_matmuls
 def squared_mahalanobis(diff: jax.Array, prec_chol: jax.Array, covariance_type: str) -> jax.Array:
     """``‖(x_n − μ_k)ᵀ U_k‖²`` from ``diff (N, K, D) = x_n − μ_k``; returns ``(N, K)``."""
     if covariance_type == "full":

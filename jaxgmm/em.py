@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgmm.density import component_log_norm, component_log_prob_from_diff
+from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
 
 # Rows per block in the E-step: bounds the (rows, K, D) intermediate to about
@@ -70,6 +71,7 @@ def _scatter(weighted_resp: jax.Array, diff: jax.Array, covariance_type: str) ->
     return jnp.einsum("nk,nk->k", weighted_resp, jnp.sum(diff * diff, axis=-1))
 
 
+@float32_matmuls
 def stats_from_responsibilities(
     X: jax.Array, weighted_resp: jax.Array, centers: jax.Array, covariance_type: str
 ) -> SuffStats:
@@ -273,6 +275,7 @@ def default_block_size(n_samples: int, n_components: int, n_features: int) -> in
     return min(n_samples, rows)
 
 
+@float32_matmuls
 def e_step(
     params: GMMParams,
     X: jax.Array,
@@ -353,6 +356,7 @@ def e_step(
     return stats, log_likelihood
 
 
+@float32_matmuls
 def m_step(stats: SuffStats, *, reg_covar: float | jax.Array = 1e-6) -> GMMParams:
     """M-step: the parameters that maximise the expected complete-data log-likelihood.
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgmm.em import m_step, stats_from_responsibilities
+from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -39,6 +40,7 @@ def _choose_row(key, probabilities):
     return jnp.minimum(index, probabilities.shape[0] - 1)
 
 
+@float32_matmuls
 def _squared_distances(X, centers):
     """``‖x_n − c_k‖²``, shape ``(N, K)``; centred on the data to limit cancellation."""
     origin = jnp.mean(centers, axis=0)
@@ -73,6 +75,7 @@ def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int, sample_weight
     return centers
 
 
+@float32_matmuls
 def kmeans(
     key: jax.Array, X: jax.Array, n_clusters: int, sample_weight=None, *, max_iter: int = 100, tol: float = 1e-4
 ) -> tuple[jax.Array, jax.Array]:
@@ -150,6 +153,7 @@ def initial_responsibilities(
     raise ValueError(f"Invalid init method {method!r}: expected one of {INIT_METHODS}.")
 
 
+@float32_matmuls
 def params_from_responsibilities(
     X: jax.Array, resp: jax.Array, covariance_type: str, *, reg_covar=1e-6, sample_weight=None
 ) -> GMMParams:

@@ -30,6 +30,7 @@ import numpy as np
 from jaxgmm.em import SuffStats, e_step, m_step
 from jaxgmm.fit import _check_init_params, _check_key, _check_options
 from jaxgmm.init import initialize
+from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
 from jaxgmm.streaming import _fixed_blocks, _Source
 from jaxgmm.validation import check_nonnegative, check_positive_int
@@ -60,6 +61,7 @@ def _scale(stats: SuffStats, factor) -> SuffStats:
     )
 
 
+@float32_matmuls
 def recenter(stats: SuffStats, centers: jax.Array) -> SuffStats:
     """The same statistics about new centres ``c'`` ``(K, D)``.
 

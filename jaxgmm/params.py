@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgmm.matmul_precision import float32_matmuls
+
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
@@ -90,6 +92,7 @@ class GMMParams:
         return precision_cholesky_from_covariance(self.covariances, self.covariance_type)
 
     @property
+    @float32_matmuls
     def precisions(self) -> jax.Array:
         """Precision matrices ``Σ⁻¹`` (inverse variances for diag/spherical)."""
         u = self.precisions_cholesky
@@ -148,6 +151,7 @@ def precision_cholesky_from_covariance(covariances: jax.Array, covariance_type: 
     return jax.lax.rsqrt(covariances)
 
 
+@float32_matmuls
 def covariance_from_precision_cholesky(prec_chol: jax.Array, covariance_type: str) -> jax.Array:
     """Inverse of :func:`precision_cholesky_from_covariance`: ``Σ = (U Uᵀ)⁻¹``."""
     if covariance_type in ("full", "tied"):

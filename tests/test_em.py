@@ -240,3 +240,14 @@ def test_float32_accuracy_of_default_and_fast_moments(separation):
         errors[fast] = np.abs(np.asarray(new.covariances, np.float64) - cov).max() / np.abs(cov).max()
     assert errors[False] < 100 * eps  # independent of the separation
     assert errors[True] < 10 * eps * separation**2  # README: ≈ eps · ‖μ_k − c‖²_{Σ⁻¹}
+
+
+def test_default_block_size_bounds_the_block_and_grows_on_accelerators(monkeypatch):
+    from jaxgmm.em import default_block_size
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    cpu = default_block_size(10**7, 16, 16)
+    assert cpu * 16 * 16 <= 1 << 20 and default_block_size(100, 16, 16) == 100
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    gpu = default_block_size(10**7, 16, 16)
+    assert gpu > cpu and gpu * 16 * 16 <= 1 << 25

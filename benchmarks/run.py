@@ -569,8 +569,32 @@ def plot(rows, path, title=""):
 
 
 def section(saved):
-    """One machine's part of BENCHMARKS.md."""
-    return markdown(saved["rows"], saved["rate"], saved["info"], saved["title"]) + "\n" + targets(saved["rows"])
+    """One machine's part of BENCHMARKS.md: the targets are the CPU's; an accelerator run gets notes instead."""
+    rows, info = saved["rows"], saved["info"]
+    tail = accelerator_notes(rows) if "accelerator" in info else targets(rows)
+    return markdown(rows, saved["rate"], info, saved["title"]) + "\n" + tail
+
+
+def accelerator_notes(rows):
+    """What to read into an accelerator run's numbers."""
+    by = {row["case"]: row for row in rows}
+    teach = by.get("teach", {}).get("results", {}).get("jaxgmm", {})
+    gmmx_diffs = [row["max_ll_diff"] for row in rows
+                  if row["results"].get("gmmx", {}).get("status") == "ok" and row.get("max_ll_diff") is not None]
+    lines = ["### Reading this run", ""]
+    if gmmx_diffs:
+        lines.append(f"- gmmx leaves float32 matrix products at JAX's default precision, TensorFloat-32 on this GPU; "
+                     f"its final log-likelihoods differ from jaxgmm's by up to {max(gmmx_diffs):.1e} (see *max Δ*), "
+                     "while jaxgmm (full float32 products) stays within "
+                     f"{_fmt(by.get('mid full', {}).get('rel_ll_err_vs_float64'), '{:.0e}')} (relative) of float64 "
+                     "on *mid*.")
+    if teach.get("status") == "ok":
+        lines.append(f"- Peak RSS is host memory. Any JAX process with the CUDA runtime loaded holds about "
+                     f"{teach['peak_rss_mb'] / 1024:.1f} GB (*teach*), so the CPU's memory target does not carry "
+                     "over; *big*'s data lives on the GPU.")
+    lines.append("- The issue's speed targets are checked in the CPU section (the project's machine); "
+                 "scikit-learn does not run in an accelerator run.")
+    return "\n".join(lines + [""])
 
 
 def report(folder, with_scale_note=True):

@@ -213,23 +213,28 @@ def test_fit_does_not_recompile(monkeypatch, dtype):
     assert len(traces) == first
 
 
-@pytest.mark.parametrize("separation", [10.0, 100.0])
-def test_float32_accuracy_of_default_and_fast_moments(separation):
+@pytest.mark.parametrize("separation", [10.0, 100.0, 1000.0])
+def test_float32_accuracy_of_default_and_fast_moments(covariance_type, separation):
     """Default moments stay accurate for well-separated components; fast=True meets its documented bound.
 
-    Reference: one EM step in float64 numpy from the same parameters.
+    Reference: one EM step in float64 numpy from the same parameters (unit
+    covariances, so the responsibilities are the same for every type).
     """
     rng = np.random.default_rng(15)
     d = 3
     centres = np.array([[-separation, 0, 0], [separation, 0, 0]]) + 1e3
     X = np.concatenate([c + rng.normal(size=(500, d)) for c in centres])
-    params = jaxgmm.GMMParams.from_arrays([0.5, 0.5], centres, np.stack([np.eye(d)] * 2), "full")
+    start_cov = {"full": np.stack([np.eye(d)] * 2), "tied": np.eye(d), "diag": np.ones((2, d)),
+                 "spherical": np.ones(2)}[covariance_type]
+    params = jaxgmm.GMMParams.from_arrays([0.5, 0.5], centres, start_cov, covariance_type)
     diff = X[:, None, :] - centres[None]
     logp = -0.5 * np.sum(diff**2, -1)
     r = np.exp(logp - np.logaddexp.reduce(logp, axis=1, keepdims=True))
     n = r.sum(0)
     mu = (r.T @ X) / n[:, None]
     cov = np.einsum("nk,nkd,nke->kde", r, X[:, None] - mu[None], X[:, None] - mu[None]) / n[:, None, None]
+    cov = {"full": cov, "tied": np.einsum("k,kde->de", n, cov) / n.sum(), "diag": np.einsum("kdd->kd", cov),
+           "spherical": np.einsum("kdd->k", cov) / d}[covariance_type]
     p32 = params.replace(weights=params.weights.astype("float32"), means=params.means.astype("float32"),
                          covariances=params.covariances.astype("float32"))
     X32 = jnp.asarray(X, jnp.float32)
@@ -238,6 +243,7 @@ def test_float32_accuracy_of_default_and_fast_moments(separation):
     for fast in (False, True):
         new = jaxgmm.m_step(jaxgmm.e_step(p32, X32, fast=fast)[0], reg_covar=0.0)
         errors[fast] = np.abs(np.asarray(new.covariances, np.float64) - cov).max() / np.abs(cov).max()
+        np.testing.assert_allclose(np.asarray(new.means, np.float64), mu, atol=10 * eps * np.abs(X).max())
     assert errors[False] < 100 * eps  # independent of the separation
     assert errors[True] < 10 * eps * separation**2  # README: ≈ eps · ‖μ_k − c‖²_{Σ⁻¹}
 

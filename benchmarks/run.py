@@ -4,6 +4,7 @@
     python benchmarks/run.py                 # all cases, writes BENCHMARKS.md and benchmarks/results.{json,png}
     python benchmarks/run.py --cases mid     # a subset
     python benchmarks/run.py --smoke         # tiny sizes, for the test suite (writes nothing unless --out)
+    python benchmarks/run.py --accelerator   # where JAX sees a GPU: its own section (benchmarks/accelerator.sh)
 
 The driver generates each case's data and initial parameters once (numpy,
 fixed seeds, a known mixture), writes them to a temporary ``.npz``, and runs
@@ -279,9 +280,11 @@ def worker_main(lib, spec_json, data_path):
 
 # ----------------------------------------------------------------------------- driver
 
-def run_worker(lib, spec, data_path, time_limit):
+def run_worker(lib, spec, data_path, time_limit, optimised=True):
     env = dict(os.environ)
     env["JAX_ENABLE_X64"] = "1" if spec.get("x64") else "0"  # never inherited from the caller
+    if optimised:  # the test runner's cheap-compilation setting must not reach measured runs
+        env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
     cmd = [sys.executable, __file__, "--worker", lib, json.dumps(spec), str(data_path)]
     t0 = time.perf_counter()
     try:
@@ -352,7 +355,7 @@ def case_specs(name, cfg):
     return out
 
 
-def run_cases(cases, tmpdir, log=print, partial=None):
+def run_cases(cases, tmpdir, log=print, partial=None, optimised=True):
     """Measure every case; with ``partial`` (a path) the rows so far are saved after each case."""
     rows = []
     for name, cfg in cases.items():
@@ -367,7 +370,7 @@ def run_cases(cases, tmpdir, log=print, partial=None):
                 limit = TIME_LIMIT.get(name, DEFAULT_TIME_LIMIT)
                 if not lib.startswith("jaxgmm"):
                     limit = PEER_TIME_LIMIT.get(name, limit)
-                res = run_worker(lib, spec, path, limit)
+                res = run_worker(lib, spec, path, limit, optimised)
                 row["results"][lib] = res
                 log(f"{label:16s} {lib:8s} {res.get('status')}: "
                     + ", ".join(f"{k}={v:.4g}" for k, v in res.items() if isinstance(v, float)))
@@ -375,7 +378,7 @@ def run_cases(cases, tmpdir, log=print, partial=None):
                 # float64 reference from the same start, for the float32 accuracy target.
                 ref_spec = dict(spec, x64=True, repeats=1)
                 np.savez(path, **{**arrays, "X": arrays["X"].astype(np.float64)})
-                row["float64_reference"] = run_worker("jaxgmm", ref_spec, path, DEFAULT_TIME_LIMIT)
+                row["float64_reference"] = run_worker("jaxgmm", ref_spec, path, DEFAULT_TIME_LIMIT, optimised)
             path.unlink()
             rows.append(row)
             if partial:
@@ -654,7 +657,7 @@ def main(argv=None):
     out = args.out or (None if args.smoke else str(ROOT / "BENCHMARKS.md"))
     partial = Path(out).with_name("benchmarks-partial.json") if out else None
     with tempfile.TemporaryDirectory() as tmp:
-        rows = summarise(run_cases(cases, tmp, partial=partial), rate)
+        rows = summarise(run_cases(cases, tmp, partial=partial, optimised=not args.smoke), rate)
     if partial:
         partial.unlink(missing_ok=True)
     title = args.title or (f"GPU: {info['accelerator']}" if args.accelerator else "CPU (this project's machine)")

@@ -8,6 +8,7 @@ from scipy.optimize import linear_sum_assignment
 
 import jaxgmm
 from conftest import make_blobs, rtol_for
+from jaxgmm import COVARIANCE_TYPES
 
 
 def assert_results_close(a, b, rtol):
@@ -19,8 +20,13 @@ def assert_results_close(a, b, rtol):
     assert bool(a.converged) == bool(b.converged)
 
 
-@pytest.mark.parametrize("init, restart_batch_size", [(m, 4) for m in jaxgmm.INIT_METHODS] + [("kmeans", 1),
-                                                                                               ("random", 3)])
+# Every covariance type with the default init; every init and batching with full covariances.
+@pytest.mark.parametrize(
+    "init, restart_batch_size, covariance_type",
+    [("kmeans", 4, c) for c in COVARIANCE_TYPES]
+    + [(m, 4, "full") for m in jaxgmm.INIT_METHODS if m != "kmeans"]
+    + [("kmeans", 1, "full"), ("random", 3, "full")],
+)
 def test_batched_restarts_equal_restarts_run_alone(init, restart_batch_size, covariance_type, dtype):
     X, *_ = make_blobs(seed=20, n=300, k=3, d=2, separation=2.0)
     Xj = jnp.asarray(X, dtype)
@@ -39,7 +45,7 @@ def test_batched_restarts_equal_restarts_run_alone(init, restart_batch_size, cov
     np.testing.assert_array_equal(result.history, result.restarts.history[best])
 
 
-@pytest.mark.parametrize("batch_size", [None, 4])
+@pytest.mark.parametrize("covariance_type, batch_size", [(c, None) for c in COVARIANCE_TYPES] + [("full", 4)])
 def test_padded_datasets_equal_separate_fits(covariance_type, batch_size, dtype):
     sizes = (120, 200, 75, 160)
     datasets = [make_blobs(seed=30 + i, n=n, k=2, d=2)[0].astype(dtype) for i, n in enumerate(sizes)]
@@ -98,12 +104,13 @@ def test_recovers_a_known_mixture(dtype):
 def test_awkward_inputs_give_finite_results(case, covariance_type, dtype):
     rng = np.random.default_rng(60)
     k = 3
+    # Every case is 300 × 2, so each (covariance type, init) compiles once for all cases.
     if case == "duplicated_points":
-        X = np.repeat(rng.normal(size=(20, 2)), 10, axis=0)
+        X = np.repeat(rng.normal(size=(30, 2)), 10, axis=0)
     elif case == "constant_feature":
-        X = np.column_stack([rng.normal(size=200), np.full(200, 3.0)])
+        X = np.column_stack([rng.normal(size=300), np.full(300, 3.0)])
     elif case == "k_equals_distinct_points":
-        X = np.repeat(rng.normal(size=(k, 2)), 30, axis=0)
+        X = np.repeat(rng.normal(size=(k, 2)), 100, axis=0)
     else:
         X = 1e6 + rng.normal(size=(300, 2))
     for init in jaxgmm.INIT_METHODS:

@@ -14,7 +14,7 @@ from jax.extend.core import ClosedJaxpr, Jaxpr
 
 import jaxgmm
 from jaxgmm.online import online_init, online_update
-from tests.conftest import DTYPE, make_blobs
+from conftest import DTYPE, make_blobs
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -280,11 +280,9 @@ def worker_main(lib, spec_json, data_path):
 
 # ----------------------------------------------------------------------------- driver
 
-def run_worker(lib, spec, data_path, time_limit, optimised=True):
+def run_worker(lib, spec, data_path, time_limit):
     env = dict(os.environ)
     env["JAX_ENABLE_X64"] = "1" if spec.get("x64") else "0"  # never inherited from the caller
-    if optimised:  # the test runner's cheap-compilation setting must not reach measured runs
-        env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
     cmd = [sys.executable, __file__, "--worker", lib, json.dumps(spec), str(data_path)]
     t0 = time.perf_counter()
     try:
@@ -355,7 +353,7 @@ def case_specs(name, cfg):
     return out
 
 
-def run_cases(cases, tmpdir, log=print, partial=None, optimised=True):
+def run_cases(cases, tmpdir, log=print, partial=None):
     """Measure every case; with ``partial`` (a path) the rows so far are saved after each case."""
     rows = []
     for name, cfg in cases.items():
@@ -370,7 +368,7 @@ def run_cases(cases, tmpdir, log=print, partial=None, optimised=True):
                 limit = TIME_LIMIT.get(name, DEFAULT_TIME_LIMIT)
                 if not lib.startswith("jaxgmm"):
                     limit = PEER_TIME_LIMIT.get(name, limit)
-                res = run_worker(lib, spec, path, limit, optimised)
+                res = run_worker(lib, spec, path, limit)
                 row["results"][lib] = res
                 log(f"{label:16s} {lib:8s} {res.get('status')}: "
                     + ", ".join(f"{k}={v:.4g}" for k, v in res.items() if isinstance(v, float)))
@@ -378,7 +376,7 @@ def run_cases(cases, tmpdir, log=print, partial=None, optimised=True):
                 # float64 reference from the same start, for the float32 accuracy target.
                 ref_spec = dict(spec, x64=True, repeats=1)
                 np.savez(path, **{**arrays, "X": arrays["X"].astype(np.float64)})
-                row["float64_reference"] = run_worker("jaxgmm", ref_spec, path, DEFAULT_TIME_LIMIT, optimised)
+                row["float64_reference"] = run_worker("jaxgmm", ref_spec, path, DEFAULT_TIME_LIMIT)
             path.unlink()
             rows.append(row)
             if partial:
@@ -481,6 +479,7 @@ def markdown(rows, rate, info, title):
     lines.append("")
     lines.append("| case | work | jaxgmm s | first call s | sklearn s | × sklearn | best/mean loglik jaxgmm | sklearn | notes |")
     lines.append("|" + "---|" * 9)
+    batching = "`vmap`" if "accelerator" in info else "`lax.map` on CPU"
     for row in rows:
         s, res = row["spec"], row["results"]
         if s["kind"] == "iterations":
@@ -488,11 +487,10 @@ def markdown(rows, rate, info, title):
         ours, sk = res.get("jaxgmm", {}), res.get("sklearn", {})
         if s["kind"] == "restarts":
             work = f"N={s['n']:,}, D={s['d']}, K={s['k']}, n_init={s['n_init']}, k-means++, to convergence"
-            batching = "`vmap`" if "accelerator" in info else "`lax.map` on CPU"
             note = f"jaxgmm: one compiled call (restarts under {batching}); sklearn: sequential"
         else:
             work = f"{s['n_sets']:,} data sets × {s['n']} × {s['d']}, K={s['k']}, to convergence"
-            note = (f"one compiled call ({'`vmap`' if 'accelerator' in info else '`lax.map` on CPU'} over data sets) "
+            note = (f"one compiled call ({batching} over data sets) "
                     "vs a Python loop; largest difference of "
                     f"means vs fitting each alone: {_fmt(ours.get('max_diff_vs_alone'), '{:.1e}')}")
         lines.append(
@@ -641,6 +639,8 @@ def main(argv=None):
     if args.report_only:
         (ROOT / "BENCHMARKS.md").write_text(report(ROOT / "benchmarks"))
         return None
+    if not args.smoke:  # the test runner's cheap-compilation setting must not reach measured workers
+        os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
     table = SMOKE if args.smoke else CASES
     cases = {name: table[name] for name in args.cases.split(",") if name in table}
     if args.libs:
@@ -658,7 +658,7 @@ def main(argv=None):
     out = args.out or (None if args.smoke else str(ROOT / "BENCHMARKS.md"))
     partial = Path(out).with_name("benchmarks-partial.json") if out else None
     with tempfile.TemporaryDirectory() as tmp:
-        rows = summarise(run_cases(cases, tmp, partial=partial, optimised=not args.smoke), rate)
+        rows = summarise(run_cases(cases, tmp, partial=partial), rate)
     if partial:
         partial.unlink(missing_ok=True)
     title = args.title or (f"Accelerator: {info['accelerator']}" if args.accelerator else "CPU (this project's machine)")

@@ -29,7 +29,7 @@ from jaxgmm.params import GMMParams
 # (4 MB). On an accelerator each block costs a dozen kernel launches whatever
 # its size, so blocks are 32× larger: on an H200, 4,096-row blocks left the
 # mid benchmark (100,000 × 16, K = 16) launch-bound at 47 µs per block.
-_BLOCK_ELEMENTS = {"cpu": 1 << 20}
+_CPU_BLOCK_ELEMENTS = 1 << 20
 _ACCELERATOR_BLOCK_ELEMENTS = 1 << 25
 
 
@@ -275,7 +275,7 @@ def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:
 
 def default_block_size(n_samples: int, n_components: int, n_features: int) -> int:
     """Rows per E-step block (static: from the shapes and the default backend)."""
-    budget = _BLOCK_ELEMENTS.get(jax.default_backend(), _ACCELERATOR_BLOCK_ELEMENTS)
+    budget = _CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS
     rows = max(256, budget // max(1, n_components * n_features))
     return min(n_samples, rows)
 

@@ -257,3 +257,17 @@ def test_default_block_size_bounds_the_block_and_grows_on_accelerators(monkeypat
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     gpu = default_block_size(10**7, 16, 16)
     assert gpu > cpu and gpu * 16 * 16 <= 1 << 25
+
+
+def test_by_group_sums_agree_between_cpu_scatter_and_accelerator_product(monkeypatch, covariance_type):
+    """The moments' by-group sums are a scatter-add on CPU and a one-hot product elsewhere; both give the same statistics."""
+    rng = np.random.default_rng(16)
+    params = random_params(rng, covariance_type, k=3, d=4)
+    X = jnp.asarray(rng.normal(size=(200, 4)) * 2, DTYPE)
+    w = jnp.asarray(rng.uniform(0, 2, size=200), DTYPE)
+    on_cpu = jaxgmm.e_step(params, X, w, block_size=64)  # eager: each call traces anew
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    on_accelerator = jaxgmm.e_step(params, X, w, block_size=64)
+    rtol = rtol_for(float64=1e-12, float32=1e-5)
+    for got, want in zip(jax.tree.leaves(on_accelerator), jax.tree.leaves(on_cpu)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(want))))

@@ -19,6 +19,7 @@ from jaxgmm.init import INIT_METHODS, initialize
 from jaxgmm.params import GMMParams, check_covariance_type
 from jaxgmm.validation import (
     check_array,
+    check_datasets,
     check_n_components,
     check_nonnegative,
     check_params,
@@ -359,6 +360,8 @@ def fit_many(
     if X.ndim != 3:
         raise ValueError(f"X must have shape (n_datasets, n_samples, n_features); got shape {X.shape}.")
     n_sets, n_samples, _ = X.shape
+    if n_sets == 0:
+        raise ValueError(f"X holds no data sets: shape {X.shape}.")
     if sample_weight is None:
         weight = np.ones((n_sets, n_samples))
     else:
@@ -366,10 +369,7 @@ def fit_many(
         if weight.shape != (n_sets, n_samples):
             raise ValueError(f"sample_weight must have shape {(n_sets, n_samples)}; got {weight.shape}.")
     X[weight == 0] = 0  # padding may hold anything, even NaN
-    Xj = jnp.stack([check_array(x, name=f"X[{b}]") for b, x in enumerate(X)])
-    weight = jnp.stack(
-        [check_sample_weight(w, n_samples, Xj.dtype, min_positive=n_components) for w in weight]
-    )
+    Xj, weight = check_datasets(X, weight, min_positive=n_components)
     result = _fit_datasets(
         jax.random.split(key, n_sets), Xj, weight, n_components=n_components,
         covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,

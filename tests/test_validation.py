@@ -82,6 +82,18 @@ def test_fit_many_rejects_bad_input():
         jaxgmm.fit_many(KEY, np.stack([GOOD, GOOD]), 2, sample_weight=np.r_[[np.ones(30)], [np.eye(30)[0]]])
     with pytest.raises(ValueError, match="same number of features"):
         jaxgmm.pad_datasets([GOOD, np.zeros((4, 3))])
+    with pytest.raises(ValueError, match="no data sets"):
+        jaxgmm.fit_many(KEY, np.zeros((0, 30, 2)), 2)
+    stack = np.stack([GOOD] * 3)
+    stack[2, 5, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X\[2\] contains NaN"):
+        jaxgmm.fit_many(KEY, stack, 2)
+    weight = np.ones((3, 30))
+    weight[1, 3] = -1
+    with pytest.raises(ValueError, match="data set 1: sample_weight contains negative"):
+        jaxgmm.fit_many(KEY, np.stack([GOOD] * 3), 2, sample_weight=weight)
+    with pytest.raises(ValueError, match="must be numeric"):
+        jaxgmm.fit_many(KEY, np.full((2, 30, 2), "a"), 2)
 
 
 def test_callers_arrays_are_not_modified():

@@ -240,8 +240,9 @@ def _restarts_reporting(keys, X, report, *, n_components, covariance_type, max_i
     from jaxgmm.em import e_step, iterate_em
     from jaxgmm.fit import _best_of
     from jaxgmm.init import initialize
+    from jaxgmm.xla_options import jit
 
-    @jax.jit  # a closure over `report`; compiled once per call (one fit per command)
+    @jit  # a closure over `report`; compiled once per call (one fit per command)
     def run(keys, X, tol, reg_covar):
         weight = jnp.ones(X.shape[0], X.dtype)
 

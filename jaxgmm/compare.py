@@ -20,6 +20,7 @@ from jaxgmm.gradient import _check_gradient_inputs, _check_optimizer, gradient_s
 from jaxgmm.params import GMMParams
 from jaxgmm.unconstrained import from_unconstrained, to_unconstrained
 from jaxgmm.validation import check_nonnegative, check_positive_int, is_traced
+from jaxgmm.xla_options import jit
 
 EM = "EM"
 
@@ -70,7 +71,7 @@ class Comparison(NamedTuple):
 
 def _timed(fn, *args):
     """Compile ``fn`` for ``args`` ahead of time, then return (output, seconds of one run)."""
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jit(fn).lower(*args).compile()
     start = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     return out, time.perf_counter() - start

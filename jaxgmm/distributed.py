@@ -28,6 +28,7 @@ from jaxgmm.init import initialize
 from jaxgmm.params import GMMParams
 from jaxgmm.streaming import check_counts
 from jaxgmm.validation import check_array, check_positive_int
+from jaxgmm.xla_options import jit
 
 DATA_AXIS = "data"
 RESTART_AXIS = "restarts"
@@ -94,7 +95,7 @@ def sharded_e_step(
 
 
 @partial(
-    jax.jit,
+    jit,
     static_argnames=("mesh", "n_components", "covariance_type", "init", "max_iter"),
 )
 def _fit_sharded(keys, X, w, init_params, *, mesh, n_components, covariance_type, init, max_iter, tol, reg_covar):

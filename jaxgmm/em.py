@@ -23,6 +23,7 @@ import numpy as np
 from jaxgmm.density import component_log_norm, component_log_prob_from_diff
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
+from jaxgmm.xla_options import jit
 
 # Rows per block in the E-step: bounds the (rows, K, D) intermediate to about
 # this many elements so memory stays flat in N. On CPU blocks stay cache-sized
@@ -505,7 +506,7 @@ def iterate_em(
     return EMResult(params, log_likelihood, n_iter, converged, history)
 
 
-@partial(jax.jit, static_argnames=("max_iter", "block_size", "fast"))
+@partial(jit, static_argnames=("max_iter", "block_size", "fast"))
 def em_loop(
     params: GMMParams,
     X: jax.Array,

@@ -27,6 +27,7 @@ from jaxgmm.validation import (
     check_sample_weight,
     is_traced,
 )
+from jaxgmm.xla_options import jit
 
 
 class FitResult(NamedTuple):
@@ -90,7 +91,7 @@ def _map_fits(fn, xs, n_fits: int, batch_size: int | None):
 
 
 @partial(
-    jax.jit,
+    jit,
     static_argnames=(
         "n_components", "covariance_type", "init", "max_iter", "block_size", "fast", "restart_batch_size",
     ),
@@ -282,7 +283,7 @@ def pad_datasets(datasets: Sequence) -> tuple[np.ndarray, np.ndarray]:
 
 
 @partial(
-    jax.jit,
+    jit,
     static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter", "fast", "batch_size"),
 )
 def _fit_datasets(

@@ -25,6 +25,7 @@ from jaxgmm.density import squared_mahalanobis
 from jaxgmm.params import GMMParams, log_det_precision_cholesky
 from jaxgmm.unconstrained import UnconstrainedParams, from_unconstrained, precisions_cholesky, to_unconstrained
 from jaxgmm.validation import check_array, check_params, check_positive_int, check_sample_weight, is_traced
+from jaxgmm.xla_options import jit
 
 
 def _component_log_probs(params, X: jax.Array) -> jax.Array:
@@ -239,7 +240,7 @@ def _negative_log_likelihood(uparams, X, sample_weight):
     return -log_likelihood(uparams, X, sample_weight)
 
 
-@partial(jax.jit, static_argnames=("optimizer", "num_steps", "batch_size"))
+@partial(jit, static_argnames=("optimizer", "num_steps", "batch_size"))
 def _fit_gradient(params0, X, sample_weight, key, *, optimizer, num_steps, batch_size):
     uparams, history = gradient_steps(
         to_unconstrained(params0), X, sample_weight, key,

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jaxgmm.em import m_step, stats_from_responsibilities
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
+from jaxgmm.xla_options import jit
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -171,7 +172,7 @@ def params_from_responsibilities(
     return m_step(stats, reg_covar=reg_covar)
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "method"))
+@partial(jit, static_argnames=("n_components", "covariance_type", "method"))
 def initialize(
     key: jax.Array,
     X: jax.Array,

@@ -34,6 +34,7 @@ from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
 from jaxgmm.streaming import _fixed_blocks, _Source
 from jaxgmm.validation import check_nonnegative, check_positive_int
+from jaxgmm.xla_options import jit
 
 
 class OnlineState(NamedTuple):
@@ -108,7 +109,7 @@ def step_size(step, kappa, t0):
     return (step + t0) ** (-kappa)
 
 
-@jax.jit
+@jit
 def online_update(
     state: OnlineState, X: jax.Array, sample_weight: jax.Array | None = None, *,
     kappa: float | jax.Array = 0.6, t0: float | jax.Array = 0.0, reg_covar: float | jax.Array = 1e-6,
@@ -257,7 +258,7 @@ def _initial_params(key, X, w, n_rows, n_components, covariance_type, init, reg_
                        reg_covar=reg_covar)
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init"))
+@partial(jit, static_argnames=("n_components", "covariance_type", "init"))
 def _initialize(key, X, w, *, n_components, covariance_type, init, reg_covar):
     return initialize(key, X, n_components, covariance_type=covariance_type, method=init,
                       reg_covar=reg_covar, sample_weight=w)

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
+from jaxgmm.xla_options import jit
 
 
-@partial(jax.jit, static_argnames=("n_samples",))
+@partial(jit, static_argnames=("n_samples",))
 @float32_matmuls
 def sample(key: jax.Array, params: GMMParams, n_samples: int) -> tuple[jax.Array, jax.Array]:
     """Draw ``n_samples`` points from the mixture.

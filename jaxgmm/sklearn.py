@@ -55,6 +55,7 @@ from jaxgmm.validation import (
     check_sample_weight,
     float_dtype,
 )
+from jaxgmm.xla_options import jit
 
 
 def key_from_random_state(random_state) -> jax.Array:
@@ -90,7 +91,7 @@ def _initial_params(key, X, sample_weight, given, *, n_components, covariance_ty
     return params.replace(**{name: a for name, a in given.items() if a is not None})
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init", "max_iter"))
+@partial(jit, static_argnames=("n_components", "covariance_type", "init", "max_iter"))
 def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, covariance_type, init, max_iter, tol, reg_covar):
     """Restarts (see :func:`jaxgmm.fit.default_batch_size`) where some initial arrays are given; keep the best."""
 

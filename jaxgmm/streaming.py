@@ -19,7 +19,6 @@ Statistics add up exactly, so the result equals the in-memory fit up to the
 order of floating-point sums.
 """
 
-import math
 import mmap
 import os
 import time
@@ -35,6 +34,7 @@ from jaxgmm.fit import FitResult, _best_of, _check_init_params, _check_key, _che
 from jaxgmm.init import initialize
 from jaxgmm.params import GMMParams
 from jaxgmm.validation import check_array, float_dtype
+from jaxgmm.xla_options import jit
 
 # Default rows per streamed block: about this many numbers (16 MiB in float32).
 _BLOCK_ELEMENTS = 1 << 22
@@ -250,7 +250,7 @@ def _init_sample(key, source: _Source, scan: _Scan, init_size: int):
     return _gather_rows(source, scan.dtype, indices)
 
 
-@jax.jit
+@jit
 def _accumulate(params: GMMParams, acc: tuple[SuffStats, jax.Array], X: jax.Array, w: jax.Array):
     """Add one block's statistics (for every restart) to the running sums."""
     # lax.map, not vmap: one plain e_step per restart keeps XLA's matrix
@@ -259,7 +259,7 @@ def _accumulate(params: GMMParams, acc: tuple[SuffStats, jax.Array], X: jax.Arra
     return stats + acc[0], ll + acc[1]  # ``stats`` first: its centres are the current means
 
 
-@jax.jit
+@jit
 def _em_update(state: EMResult, stats: SuffStats, ll_sum: jax.Array, total_weight, tol, reg_covar):
     """One M-step per restart; restarts that have stopped keep their state (as under ``vmap`` in ``em_loop``).
 
@@ -454,7 +454,7 @@ def _fit_source(key, src, n_components, covariance_type, n_init, init, max_iter,
     return result
 
 
-@partial(jax.jit, static_argnames=("n_components", "covariance_type", "init"))
+@partial(jit, static_argnames=("n_components", "covariance_type", "init"))
 def _initialize_restarts(keys, X, w, *, n_components, covariance_type, init, reg_covar):
     return jax.vmap(
         lambda k: initialize(k, X, n_components, covariance_type=covariance_type, method=init,

@@ -71,7 +71,7 @@ def wait_all(processes, timeout):
 
 
 COMMON = textwrap.dedent(
-    f"""
+    """
     import sys
     import jax, numpy as np, jaxgmm
     from jaxgmm.distributed import data_mesh, fit_sharded

@@ -8,7 +8,6 @@ every ``dot_general`` must carry ``Precision.HIGHEST``.
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from jax.extend.core import ClosedJaxpr, Jaxpr
 

@@ -1,0 +1,55 @@
+"""jaxgmm's ``jit``: compiler options on top-level compiles, plain inlining inside other traces."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxgmm
+from conftest import DTYPE, make_blobs, rtol_for
+from jaxgmm import xla_options
+
+
+def _data_and_start():
+    X = jnp.asarray(make_blobs(seed=3, n=200)[0], DTYPE)
+    return X, jaxgmm.initialize(jax.random.key(0), X, 3)
+
+
+def test_em_loop_compiles_with_the_options_where_jaxlib_takes_them():
+    options = xla_options.compiler_options()
+    if not options:
+        pytest.skip("this jaxlib refuses the options; jaxgmm compiles without them")
+    X, start = _data_and_start()
+    plain = jax.jit(jaxgmm.em_loop.__wrapped__, static_argnames=("max_iter", "block_size", "fast"))
+    if "ynn" not in plain.lower(start, X).compile().as_text():
+        pytest.skip("this jaxlib fuses no matrix product into YNNPACK here: nothing to turn off")
+    assert "ynn" not in jaxgmm.em_loop.lower(start, X).compile().as_text()
+
+
+def test_refused_options_are_dropped(monkeypatch):
+    monkeypatch.setattr(xla_options, "_CPU_OPTIONS", {"xla_cpu_no_such_option_jaxgmm_test": "1"})
+    xla_options.compiler_options.cache_clear()
+    try:
+        assert xla_options.compiler_options() == {}
+    finally:
+        xla_options.compiler_options.cache_clear()
+
+
+def test_nested_calls_inline_and_agree_with_top_level_calls():
+    X, start = _data_and_start()
+    top = jaxgmm.em_loop(start, X, max_iter=5, tol=0.0)
+    traced = jax.jit(lambda x: jaxgmm.em_loop(start, x, max_iter=5, tol=0.0))(X)  # data traced
+    closed = jax.jit(lambda: jaxgmm.em_loop(start, X, max_iter=5, tol=0.0))()  # nothing traced
+    batched = jax.vmap(lambda x: jaxgmm.em_loop(start, x, max_iter=5, tol=0.0))(jnp.stack([X, X]))
+    rtol = rtol_for(float64=1e-12, float32=1e-5)
+    for other in (traced, closed, jax.tree.map(lambda a: a[1], batched)):
+        for got, want in zip(jax.tree.leaves(other), jax.tree.leaves(top)):
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
+
+
+def test_wrapper_looks_like_the_function_and_the_jitted_one():
+    assert jaxgmm.em_loop.__name__ == "em_loop"
+    assert "Run EM" in jaxgmm.em_loop.__doc__
+    assert callable(jaxgmm.em_loop.lower) and isinstance(jaxgmm.em_loop._cache_size(), int)
+    with pytest.raises(AttributeError):
+        jaxgmm.em_loop.no_such_attribute

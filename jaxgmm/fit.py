@@ -84,6 +84,8 @@ def default_batch_size(n_fits: int) -> int:
 
 def _map_fits(fn, xs, n_fits: int, batch_size: int | None):
     """``fn`` over the leading axis of ``xs``: ``vmap`` in batches of ``batch_size`` (static)."""
+    if n_fits == 1:  # no batch dimension at all: a size-1 vmap still batches every product
+        return jax.tree.map(lambda leaf: leaf[None], fn(jax.tree.map(lambda leaf: leaf[0], xs)))
     batch = default_batch_size(n_fits) if batch_size is None else min(batch_size, n_fits)
     if batch >= n_fits:
         return jax.vmap(fn)(xs)

@@ -122,15 +122,14 @@ def _responsibilities(wlp: jax.Array, w: jax.Array):
     return weighted_resp, jnp.sum(jnp.where(w > 0, w * log_norm, 0.0))
 
 
-def _block_e_step_diff(params: GMMParams, prec_chol: jax.Array, center: jax.Array, X: jax.Array, w: jax.Array):
+def _block_e_step_diff(params: GMMParams, prec_chol: jax.Array, X: jax.Array, w: jax.Array):
     """Diagonal and spherical types: log-probabilities from the ``(B, K, D)`` differences ``x − μ_k``.
 
     These types cost ``O(B·K·D)`` whichever way the E-step is computed, so
     the exact differences cost nothing extra. Spherical statistics come
     straight from them (a trace needs no by-group terms); diagonal ones are
     the cheaper moments of :func:`_nearest_mean_moments` (1.4× faster on
-    CPU). ``center`` is unused; the signature matches the other block
-    functions.
+    CPU).
     """
     diff = X[:, None, :] - params.means[None, :, :]
     wlp = component_log_prob_from_diff(diff, params, prec_chol)
@@ -377,7 +376,7 @@ def e_step(
     elif params.covariance_type in ("full", "tied"):
         block_fn = partial(_block_e_step_gemm, params, prec_chol, center)
     else:
-        block_fn = partial(_block_e_step_diff, params, prec_chol, center)
+        block_fn = partial(_block_e_step_diff, params, prec_chol)
 
     def block(xb, wb):
         # Zero-weight rows (padding) may hold anything; keep NaN out of the sums.

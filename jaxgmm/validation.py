@@ -112,9 +112,9 @@ def check_datasets(X: np.ndarray, sample_weight: np.ndarray, *, min_positive: in
     check_array(X[0], name="X[0]")  # dtype, emptiness: the same for every set
     for b in np.flatnonzero(~np.isfinite(X).all(axis=(1, 2))):
         check_array(X[b], name=f"X[{b}]")
-    too_few = ~np.isfinite(sample_weight).all(axis=1) | (sample_weight < 0).any(axis=1)
-    too_few |= np.count_nonzero(sample_weight, axis=1) < min_positive
-    for b in np.flatnonzero(too_few):
+    bad_weights = ~np.isfinite(sample_weight).all(axis=1) | (sample_weight < 0).any(axis=1)
+    bad_weights |= np.count_nonzero(sample_weight, axis=1) < min_positive
+    for b in np.flatnonzero(bad_weights):
         try:
             check_sample_weight(sample_weight[b], X.shape[1], np.float64, min_positive=min_positive)
         except ValueError as exc:

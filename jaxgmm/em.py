@@ -122,21 +122,41 @@ def _responsibilities(wlp: jax.Array, w: jax.Array):
     return weighted_resp, jnp.sum(jnp.where(w > 0, w * log_norm, 0.0))
 
 
-def _block_e_step_diff(params: GMMParams, prec_chol: jax.Array, X: jax.Array, w: jax.Array):
-    """Diagonal and spherical types: log-probabilities from the ``(B, K, D)`` differences ``x − μ_k``.
+# Components up to which full and diagonal covariances take their statistics
+# straight from the differences ``x − μ_k`` (:func:`_block_e_step_direct`). For so
+# few components that is cheaper than the product form with its by-group
+# terms, and compiles faster: on CPU, 1,000 × 2 with K = 3 ran 46 against 81 µs
+# per iteration (compile 0.75 against 1.15 s), fit_many on 1,000 sets of 300 × 2
+# 1.3× faster; from K = 5 (full) and K = 4 (diag) the product form was as fast
+# or faster. Tied covariances gain nothing from the direct form.
+_DIRECT_MAX_COMPONENTS = 3
 
-    These types cost ``O(B·K·D)`` whichever way the E-step is computed, so
-    the exact differences cost nothing extra. Spherical statistics come
-    straight from them (a trace needs no by-group terms); diagonal ones are
-    the cheaper moments of :func:`_nearest_mean_moments` (1.4× faster on
-    CPU).
+
+def _uses_direct_statistics(covariance_type: str, n_components: int) -> bool:
+    """Whether the default E-step takes statistics straight from ``x − μ_k`` (see ``_DIRECT_MAX_COMPONENTS``)."""
+    return covariance_type == "spherical" or (
+        covariance_type in ("full", "diag") and n_components <= _DIRECT_MAX_COMPONENTS
+    )
+
+
+def _block_e_step_direct(params: GMMParams, prec_chol: jax.Array, X: jax.Array, w: jax.Array):
+    """Statistics straight from the ``(B, K, D)`` differences ``x − μ_k``: the textbook sums.
+
+    Spherical covariances always (they cost ``O(B·K·D)`` whichever way, and
+    a trace needs no by-group terms); full and diagonal ones for a few
+    components (``_DIRECT_MAX_COMPONENTS``).
     """
     diff = X[:, None, :] - params.means[None, :, :]
+    weighted_resp, log_likelihood = _responsibilities(component_log_prob_from_diff(diff, params, prec_chol), w)
+    return _stats_from_diff(diff, weighted_resp, params.means, params.covariance_type), log_likelihood
+
+
+def _block_e_step_diag(params: GMMParams, prec_chol: jax.Array, X: jax.Array, w: jax.Array):
+    """Diagonal covariances: log-probabilities from the differences, the cheaper moments of
+    :func:`_nearest_mean_moments` (1.4× faster on CPU than the direct sums at K = 16)."""
+    diff = X[:, None, :] - params.means[None, :, :]
     wlp = component_log_prob_from_diff(diff, params, prec_chol)
-    if params.covariance_type == "diag":
-        return _nearest_mean_moments(X, wlp, w, params.means, "diag")
-    weighted_resp, log_likelihood = _responsibilities(wlp, w)
-    return _stats_from_diff(diff, weighted_resp, params.means, "spherical"), log_likelihood
+    return _nearest_mean_moments(X, wlp, w, params.means, "diag")
 
 
 class _Moments(NamedTuple):
@@ -373,10 +393,12 @@ def e_step(
     center = params.weights @ params.means
     if fast:
         block_fn = partial(_block_e_step_shared, params, prec_chol, center)
+    elif _uses_direct_statistics(params.covariance_type, params.n_components):
+        block_fn = partial(_block_e_step_direct, params, prec_chol)
     elif params.covariance_type in ("full", "tied"):
         block_fn = partial(_block_e_step_gemm, params, prec_chol, center)
     else:
-        block_fn = partial(_block_e_step_diff, params, prec_chol)
+        block_fn = partial(_block_e_step_diag, params, prec_chol)
 
     def block(xb, wb):
         # Zero-weight rows (padding) may hold anything; keep NaN out of the sums.

@@ -31,6 +31,31 @@ def dtype():
     return DTYPE
 
 
+# The default E-step's two exact forms (jaxgmm.em): statistics straight from x − μ_k
+# (full and diag with few components, and spherical), or nearest-mean moments with
+# by-group terms. "fast" is the opt-in shared-centre form (fast=True).
+E_STEP_FORMS = ("direct", "nearest-mean", "fast")
+
+
+def use_e_step_form(monkeypatch, form):
+    """Make the E-step take ``form`` whatever the number of components; returns the ``fast`` flag.
+
+    The form is chosen while tracing, so compile with :func:`fresh_jit` after
+    this: an earlier trace of the same function and shapes holds the other form.
+    """
+    import jaxgmm.em
+
+    limit = {"direct": 10**6, "nearest-mean": 0}.get(form, jaxgmm.em._DIRECT_MAX_COMPONENTS)
+    monkeypatch.setattr(jaxgmm.em, "_DIRECT_MAX_COMPONENTS", limit)
+    return form == "fast"
+
+
+def fresh_jit(fn, **jit_kwargs):
+    """``jax.jit`` of a new wrapper of ``fn``: JAX caches traces by function, so
+    even a new ``jax.jit(fn)`` would reuse an earlier trace of ``fn``."""
+    return jax.jit(lambda *args, **kwargs: fn(*args, **kwargs), **jit_kwargs)
+
+
 def rtol_for(dtype=DTYPE, float64=1e-10, float32=1e-4):
     """A relative tolerance that depends on the precision the suite runs in."""
     return float64 if np.dtype(dtype) == np.float64 else float32

@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import jaxgmm
-from conftest import DTYPE, make_blobs, random_params, rtol_for
+from conftest import DTYPE, E_STEP_FORMS, fresh_jit, make_blobs, random_params, rtol_for, use_e_step_form
 
 
 def sklearn_iterates(X, params, n_iter, reg_covar):
@@ -32,14 +32,15 @@ def sklearn_iterates(X, params, n_iter, reg_covar):
 
 
 @pytest.mark.x64
-@pytest.mark.parametrize("fast", [False, True])
-def test_every_iterate_equals_sklearn(covariance_type, fast):
+@pytest.mark.parametrize("form", E_STEP_FORMS)
+def test_every_iterate_equals_sklearn(covariance_type, form, monkeypatch):
+    fast = use_e_step_form(monkeypatch, form)
     X, *_ = make_blobs(seed=5, n=400, k=3, d=3, separation=3.0)
     params = random_params(np.random.default_rng(6), covariance_type, k=3, d=3)
     n_iter, reg_covar = 15, 1e-6
     expected = sklearn_iterates(X, params, n_iter, reg_covar)
     Xj = jnp.asarray(X)
-    e_step, m_step = jax.jit(jaxgmm.e_step, static_argnames="fast"), jax.jit(jaxgmm.m_step)
+    e_step, m_step = fresh_jit(jaxgmm.e_step, static_argnames="fast"), jax.jit(jaxgmm.m_step)
     current = params
     for i, (w, mu, cov, lower_bound) in enumerate(expected):
         stats, ll = e_step(current, Xj, fast=fast)
@@ -49,7 +50,8 @@ def test_every_iterate_equals_sklearn(covariance_type, fast):
         np.testing.assert_allclose(current.means, mu, rtol=1e-8, atol=1e-12, err_msg=f"means, iter {i}")
         np.testing.assert_allclose(current.covariances, cov, rtol=1e-8, atol=1e-12, err_msg=f"cov, iter {i}")
     # The compiled loop runs the same iterations.
-    result = jaxgmm.em_loop(params, Xj, max_iter=n_iter, tol=0.0, reg_covar=reg_covar, fast=fast)
+    em_loop = fresh_jit(jaxgmm.em_loop.__wrapped__, static_argnames=("max_iter", "fast"))
+    result = em_loop(params, Xj, max_iter=n_iter, tol=0.0, reg_covar=reg_covar, fast=fast)
     np.testing.assert_allclose(result.history, [e[3] for e in expected], rtol=1e-10)
     np.testing.assert_allclose(result.params.covariances, expected[-1][2], rtol=1e-8, atol=1e-12)
     assert int(result.n_iter) == n_iter and not bool(result.converged)
@@ -113,16 +115,19 @@ _jit_e_step = jax.jit(jaxgmm.e_step, static_argnames=("block_size", "fast"))
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16), block=st.sampled_from([None, 1, 7, 50, 119]))
-def test_statistics_add_up_over_rows(seed, block):
-    """e_step(A ∪ B) = e_step(A) + e_step(B) for any split of the rows, whatever the block size."""
+@given(seed=st.integers(0, 2**16), block=st.sampled_from([None, 1, 7, 50, 119]), k=st.sampled_from([2, 5]))
+def test_statistics_add_up_over_rows(seed, block, k):
+    """e_step(A ∪ B) = e_step(A) + e_step(B) for any split of the rows, whatever the block size.
+
+    K = 2 takes the direct form for full and diag, K = 5 the nearest-mean moments.
+    """
     rng = np.random.default_rng(seed)
     X = jnp.asarray(rng.normal(size=(120, 3)) * rng.uniform(0.1, 10), DTYPE)
     w = jnp.asarray(rng.uniform(0, 2, size=120), DTYPE)
     in_a = jnp.asarray(rng.random(120) < rng.random(), DTYPE)  # a random subset of the rows
     rtol = rtol_for(float64=1e-10, float32=1e-4)
     for cov_type in ("full", "tied", "diag", "spherical"):
-        params = random_params(rng, cov_type, k=2, d=3)
+        params = random_params(rng, cov_type, k=k, d=3)
         whole, ll = _jit_e_step(params, X, w)
         a, ll_a = _jit_e_step(params, X, w * in_a, block_size=block)
         b, ll_b = _jit_e_step(params, X, w * (1 - in_a))
@@ -132,15 +137,17 @@ def test_statistics_add_up_over_rows(seed, block):
         np.testing.assert_allclose(ll_a + ll_b, ll, rtol=rtol)
 
 
-@pytest.mark.parametrize("block_size, fast", [(1, False), (16, False), (100, False), (300, False), (16, True),
-                                              (300, True)])
-def test_e_step_equals_a_direct_computation(covariance_type, block_size, fast):
-    """Statistics from the blocked matrix-product E-step equal the textbook sums over rows."""
+@pytest.mark.parametrize("form", E_STEP_FORMS)
+@pytest.mark.parametrize("block_size", [1, 16, 100, 300])
+def test_e_step_equals_a_direct_computation(covariance_type, block_size, form, monkeypatch):
+    """Statistics from each form of the blocked E-step equal the textbook sums over rows (numpy, float64)."""
+    fast = use_e_step_form(monkeypatch, form)
     rng = np.random.default_rng(14)
     params = random_params(rng, covariance_type, k=3, d=4)
     X = rng.normal(size=(300, 4)) * 2
     w = rng.uniform(0, 2, size=300)
-    stats, ll = _jit_e_step(params, jnp.asarray(X, DTYPE), jnp.asarray(w, DTYPE), block_size=block_size, fast=fast)
+    e_step = fresh_jit(jaxgmm.e_step, static_argnames=("block_size", "fast"))
+    stats, ll = e_step(params, jnp.asarray(X, DTYPE), jnp.asarray(w, DTYPE), block_size=block_size, fast=fast)
     if fast:  # moments about the shared centre: move them to the means for the comparison
         shift = np.asarray(params.means, np.float64) - np.asarray(stats.centers, np.float64)
         stats = jaxgmm.SuffStats(
@@ -214,7 +221,8 @@ def test_fit_does_not_recompile(monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("separation", [10.0, 100.0, 1000.0])
-def test_float32_accuracy_of_default_and_fast_moments(covariance_type, separation):
+@pytest.mark.parametrize("default_form", ["direct", "nearest-mean"])
+def test_float32_accuracy_of_default_and_fast_moments(covariance_type, separation, default_form, monkeypatch):
     """Default moments stay accurate for well-separated components; fast=True meets its documented bound.
 
     Reference: one EM step in float64 numpy from the same parameters (unit
@@ -239,6 +247,7 @@ def test_float32_accuracy_of_default_and_fast_moments(covariance_type, separatio
                          covariances=params.covariances.astype("float32"))
     X32 = jnp.asarray(X, jnp.float32)
     eps = np.finfo(np.float32).eps
+    use_e_step_form(monkeypatch, default_form)  # for fast=False; e_step runs eagerly, tracing anew
     errors = {}
     for fast in (False, True):
         new = jaxgmm.m_step(jaxgmm.e_step(p32, X32, fast=fast)[0], reg_covar=0.0)
@@ -261,6 +270,7 @@ def test_default_block_size_bounds_the_block_and_grows_on_accelerators(monkeypat
 
 def test_by_group_sums_agree_between_cpu_scatter_and_accelerator_product(monkeypatch, covariance_type):
     """The moments' by-group sums are a scatter-add on CPU and a one-hot product elsewhere; both give the same statistics."""
+    use_e_step_form(monkeypatch, "nearest-mean")
     rng = np.random.default_rng(16)
     params = random_params(rng, covariance_type, k=3, d=4)
     X = jnp.asarray(rng.normal(size=(200, 4)) * 2, DTYPE)

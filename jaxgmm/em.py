@@ -363,9 +363,11 @@ def e_step(
         Rows per block; memory is ``O(block_size · K · D)`` whatever ``N``.
     fast : bool
         Opt-in: accumulate every moment about one shared centre, with fewer
-        and smaller matrix products (on CPU about 1.6× faster for full,
-        2× for diag and spherical covariances, no faster for tied) at the price of cancellation error ``≈ eps · ‖μ_k − c‖²_{Σ_k⁻¹}``
-        relative, ``c`` the weighted mean of the means. Harmless in float64
+        and smaller matrix products (on CPU 1.3-1.6× faster for full with
+        many components, 2-3× for diag and spherical, no faster for tied or
+        for at most 3 components) at the price of cancellation error
+        ``≈ eps · ‖μ_k − c‖²_{Σ_k⁻¹}`` relative, ``c`` the weighted mean of
+        the means. Harmless in float64
         and for components a few tens of σ from the centre in float32; keep
         the default for float32 data whose components are hundreds of σ
         apart.

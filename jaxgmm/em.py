@@ -127,8 +127,9 @@ def _responsibilities(wlp: jax.Array, w: jax.Array):
 # few components that is cheaper than the product form with its by-group
 # terms, and compiles faster: on CPU, 1,000 × 2 with K = 3 ran 46 against 81 µs
 # per iteration (compile 0.75 against 1.15 s), fit_many on 1,000 sets of 300 × 2
-# 1.3× faster; from K = 5 (full) and K = 4 (diag) the product form was as fast
-# or faster. Tied covariances gain nothing from the direct form.
+# 1.3× faster. On 100,000 rows the product form was as fast at K = 5 (full) and
+# faster from K = 4 (diag) and K = 6 (full). Tied covariances gain nothing from
+# the direct form.
 _DIRECT_MAX_COMPONENTS = 3
 
 

@@ -6,6 +6,8 @@ autodiff identities (Fisher's identity; Xu & Jordan's preconditioning).
 """
 
 import functools
+import subprocess
+import sys
 import warnings
 
 import jax
@@ -471,9 +473,6 @@ def test_inputs_are_not_modified(X):
 
 def test_importing_jaxgmm_leaves_optax_until_a_gradient_fit():
     """optax costs 0.12 s of a cold start; EM-only users never load it."""
-    import subprocess
-    import sys
-
     code = "import sys, jaxgmm; print('optax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -280,6 +280,17 @@ def worker_main(lib, spec_json, data_path):
 
 # ----------------------------------------------------------------------------- driver
 
+def strip_suite_compile_shortcuts(env):
+    """Remove the test runner's cheaper-compile settings (dev.py) so they cannot reach measured workers."""
+    env.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
+    added = env.pop("JAXGMM_SUITE_XLA_FLAGS", "").split()
+    flags = [flag for flag in env.get("XLA_FLAGS", "").split() if flag not in added]
+    if flags:
+        env["XLA_FLAGS"] = " ".join(flags)
+    else:
+        env.pop("XLA_FLAGS", None)
+
+
 def run_worker(lib, spec, data_path, time_limit):
     env = dict(os.environ)
     env["JAX_ENABLE_X64"] = "1" if spec.get("x64") else "0"  # never inherited from the caller
@@ -639,8 +650,8 @@ def main(argv=None):
     if args.report_only:
         (ROOT / "BENCHMARKS.md").write_text(report(ROOT / "benchmarks"))
         return None
-    if not args.smoke:  # the test runner's cheap-compilation setting must not reach measured workers
-        os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
+    if not args.smoke:
+        strip_suite_compile_shortcuts(os.environ)
     table = SMOKE if args.smoke else CASES
     cases = {name: table[name] for name in args.cases.split(",") if name in table}
     if args.libs:

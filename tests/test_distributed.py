@@ -123,8 +123,8 @@ def launched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("distributed")
     X, w = blobs_with_weights()
     np.savez(tmp / "data.npz", X=X, w=w)
-    four = run_python(FOUR_DEVICES, tmp / "data.npz", tmp / "four.npz",
-                      env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    four = run_python(FOUR_DEVICES, tmp / "data.npz", tmp / "four.npz", env_extra={"XLA_FLAGS": flags})
     port, split = free_port(), 650  # unequal shares: process 1 gets padded
     # The two-process run (the slowest) in the float64 pass only, where the comparison is strictest.
     pair = [run_python(TWO_PROCESSES, tmp / "data.npz", tmp / f"proc{pid}.npz", pid, port, split)

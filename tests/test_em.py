@@ -32,6 +32,7 @@ def sklearn_iterates(X, params, n_iter, reg_covar):
 
 
 @pytest.mark.x64
+@pytest.mark.users_compile
 @pytest.mark.parametrize("form", E_STEP_FORMS)
 def test_every_iterate_equals_sklearn(covariance_type, form, monkeypatch):
     fast = use_e_step_form(monkeypatch, form)
@@ -222,6 +223,7 @@ def test_fit_does_not_recompile(monkeypatch, dtype):
     assert len(traces) == first
 
 
+@pytest.mark.users_compile
 @pytest.mark.parametrize("separation", [10.0, 100.0, 1000.0])
 @pytest.mark.parametrize("default_form", ["direct", "nearest-mean"])
 def test_float32_accuracy_of_default_and_fast_moments(covariance_type, separation, default_form, monkeypatch):

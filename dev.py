@@ -101,8 +101,8 @@ def _test_pass(label: str, x64: bool, shortcuts: dict, args) -> tuple[int, dict]
         code = run(BIN / "python", "-m", "pytest", *args, env=env)
         return code, {}
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")) + ["jaxgmm"]
-    groups = [(f, ["-m", f"not {USERS_COMPILE}", f], env) for f in files]
-    groups.append((f"tests marked {USERS_COMPILE}, compiled as for users", ["-m", USERS_COMPILE, "tests"], users_env))
+    groups = [(f"tests marked {USERS_COMPILE}, compiled as for users", ["-m", USERS_COMPILE, "tests"], users_env)]
+    groups += [(f, ["-m", f"not {USERS_COMPILE}", f], env) for f in files]
     totals = dict(tests=0, failures=0, errors=0, skipped=0)
     worst = 0
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(PARALLEL) as pool:

@@ -1,5 +1,6 @@
 """The benchmark script must not rot: a smoke run at tiny sizes, all three libraries."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -34,3 +35,16 @@ def test_benchmark_smoke_run(tmp_path):
         if row["spec"]["kind"] == "iterations":
             assert row["max_ll_diff"] < 1e-4 * abs(row["results"]["sklearn"]["log_likelihood"]), row
             assert row["results"]["jaxgmm"]["recompiles"] == 0
+
+
+def test_measured_runs_lose_the_suites_compile_shortcuts_and_keep_other_flags():
+    spec = importlib.util.spec_from_file_location("benchmark_run", ROOT / "benchmarks" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    env = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1", "XLA_FLAGS": "--mine=4 --a=false --b=1",
+           "JAXGMM_SUITE_XLA_FLAGS": "--a=false --b=1", "HOME": "/home/x"}
+    run.strip_suite_compile_shortcuts(env)
+    assert env == {"XLA_FLAGS": "--mine=4", "HOME": "/home/x"}
+    env = {"XLA_FLAGS": "--a=false", "JAXGMM_SUITE_XLA_FLAGS": "--a=false"}
+    run.strip_suite_compile_shortcuts(env)
+    assert env == {}

@@ -26,13 +26,54 @@ def test_em_loop_compiles_with_the_options_where_jaxlib_takes_them():
     assert "ynn" not in jaxgmm.em_loop.lower(start, X).compile().as_text()
 
 
-def test_refused_options_are_dropped(monkeypatch):
-    monkeypatch.setattr(xla_options, "_CPU_OPTIONS", {"xla_cpu_no_such_option_jaxgmm_test": "1"})
+@pytest.mark.parametrize("refused", ["_CPU_OPTIONS", "_SMALL_INPUT_OPTIONS"])
+def test_refused_options_are_dropped(monkeypatch, refused):
+    known = xla_options.compiler_options()
+    monkeypatch.setattr(xla_options, refused, {"xla_cpu_no_such_option_jaxgmm_test": "1"})
     xla_options.compiler_options.cache_clear()
     try:
-        assert xla_options.compiler_options() == {}
+        if refused == "_CPU_OPTIONS":
+            assert xla_options.compiler_options() == xla_options.compiler_options(True) == {}
+        else:  # the small-input option alone is dropped
+            assert xla_options.compiler_options(True) == xla_options.compiler_options() == known
     finally:
         xla_options.compiler_options.cache_clear()
+
+
+def test_small_inputs_compile_for_latency_and_larger_ones_for_speed(monkeypatch):
+    """Top-level calls take the small-input options exactly when no argument exceeds the limit."""
+    asked = []
+    real = xla_options.compiler_options
+    monkeypatch.setattr(xla_options, "compiler_options", lambda small=False: asked.append(small) or real(small))
+    fit = xla_options.jit(jaxgmm.em_loop.__wrapped__, static_argnames=("max_iter",))  # variants built anew
+    X, start = _data_and_start()
+    limit = xla_options.SMALL_INPUT_ELEMENTS
+    at_limit = jnp.resize(X, (limit // 2, 2))  # exactly the limit's elements
+    over = jnp.resize(X, (limit // 2 + 1, 2))
+    fit(start, X, max_iter=2)
+    fit(start, at_limit, max_iter=2)
+    assert asked == [True]  # one variant, one compile per shape
+    assert fit._cache_size() == 2
+    fit(start, over, max_iter=2)
+    assert asked == [True, False] and fit._cache_size() == 3
+    jax.jit(lambda x: fit(start, x, max_iter=2))(over)  # nested: inlined, no top-level variant asked for
+    assert asked == [True, False]
+
+
+@pytest.mark.users_compile
+def test_small_input_compile_agrees_with_the_default_compile(monkeypatch):
+    """Both variants of one program give the same fit (in the suite's users_compile process, where
+    the default variant keeps XLA:CPU's fusion emitters)."""
+    X, start = _data_and_start()
+    latency = xla_options.jit(jaxgmm.em_loop.__wrapped__, static_argnames=("max_iter",))
+    speed = xla_options.jit(jaxgmm.em_loop.__wrapped__, static_argnames=("max_iter",))
+    small = latency(start, X, max_iter=20)
+    monkeypatch.setattr(xla_options, "SMALL_INPUT_ELEMENTS", 0)  # every input is large
+    large = speed(start, X, max_iter=20)
+    assert set(latency._top_level) == {True} and set(speed._top_level) == {False}
+    rtol = rtol_for(float64=1e-12, float32=1e-5)
+    for got, want in zip(jax.tree.leaves(small), jax.tree.leaves(large)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
 
 
 def test_nested_calls_inline_and_agree_with_top_level_calls():

@@ -31,22 +31,27 @@ def dtype():
     return DTYPE
 
 
-# The default E-step's two exact forms (jaxgmm.em): statistics straight from x − μ_k
-# (full and diag with few components, and spherical), or nearest-mean moments with
-# by-group terms. "fast" is the opt-in shared-centre form (fast=True).
-E_STEP_FORMS = ("direct", "nearest-mean", "fast")
+# The default E-step's exact forms (jaxgmm.em): statistics straight from x − μ_k
+# (full and diag with few components, and spherical); nearest-mean moments with
+# by-group terms ("nearest-mean"); for full covariances with many features, the
+# same moments with the Mahalanobis terms from their packed products ("packed").
+# "fast" is the opt-in shared-centre form (fast=True).
+E_STEP_FORMS = ("direct", "nearest-mean", "packed", "fast")
+# (covariance type, form) pairs that run different code: "packed" exists for full only.
+FORM_CASES = [(t, f) for t in COVARIANCE_TYPES for f in E_STEP_FORMS if f != "packed" or t == "full"]
 
 
 def use_e_step_form(monkeypatch, form):
-    """Make the E-step take ``form`` whatever the number of components; returns the ``fast`` flag.
+    """Make the E-step take ``form`` whatever the numbers of components and features; returns the ``fast`` flag.
 
     The form is chosen while tracing, so compile with :func:`fresh_jit` after
     this: an earlier trace of the same function and shapes holds the other form.
     """
     import jaxgmm.em
 
-    if form != "fast":  # fast=True ignores the limit
+    if form != "fast":  # fast=True ignores the limits
         monkeypatch.setattr(jaxgmm.em, "_DIRECT_MAX_COMPONENTS", 10**6 if form == "direct" else 0)
+        monkeypatch.setattr(jaxgmm.em, "_PACKED_MIN_FEATURES", 0 if form == "packed" else 10**6)
     return form == "fast"
 
 

@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 import jaxgmm
-from conftest import DTYPE, E_STEP_FORMS, fresh_jit, make_blobs, random_params, rtol_for, use_e_step_form
+from conftest import DTYPE, FORM_CASES, fresh_jit, make_blobs, random_params, rtol_for, use_e_step_form
 
 
 def sklearn_iterates(X, params, n_iter, reg_covar):
@@ -33,7 +33,7 @@ def sklearn_iterates(X, params, n_iter, reg_covar):
 
 @pytest.mark.x64
 @pytest.mark.users_compile
-@pytest.mark.parametrize("form", E_STEP_FORMS)
+@pytest.mark.parametrize("covariance_type, form", FORM_CASES)
 def test_every_iterate_equals_sklearn(covariance_type, form, monkeypatch):
     fast = use_e_step_form(monkeypatch, form)
     X, *_ = make_blobs(seed=5, n=400, k=3, d=3, separation=3.0)
@@ -140,8 +140,11 @@ def test_statistics_add_up_over_rows(seed, block, k):
 
 # Every block size for the nearest-mean form (row 1, ragged remainder, even split,
 # one block); the other forms share the blocking, so two sizes each.
-@pytest.mark.parametrize("form, block_size", [("nearest-mean", b) for b in (1, 16, 100, 300)]
-                         + [(form, b) for form in ("direct", "fast") for b in (16, 300)])
+@pytest.mark.parametrize(
+    "covariance_type, form, block_size",
+    [(t, "nearest-mean", b) for t in jaxgmm.COVARIANCE_TYPES for b in (1, 16, 100, 300)]
+    + [(t, f, b) for t, f in FORM_CASES if f != "nearest-mean" for b in (16, 300)],
+)
 def test_e_step_equals_a_direct_computation(covariance_type, block_size, form, monkeypatch):
     """Statistics from each form of the blocked E-step equal the textbook sums over rows (numpy, float64)."""
     fast = use_e_step_form(monkeypatch, form)
@@ -225,7 +228,7 @@ def test_fit_does_not_recompile(monkeypatch, dtype):
 
 @pytest.mark.users_compile
 @pytest.mark.parametrize("separation", [10.0, 100.0, 1000.0])
-@pytest.mark.parametrize("default_form", ["direct", "nearest-mean"])
+@pytest.mark.parametrize("covariance_type, default_form", [case for case in FORM_CASES if case[1] != "fast"])
 def test_float32_accuracy_of_default_and_fast_moments(covariance_type, separation, default_form, monkeypatch):
     """Default moments stay accurate for well-separated components; fast=True meets its documented bound.
 

@@ -267,10 +267,20 @@ def _block_e_step_gemm(params: GMMParams, prec_chol: jax.Array, center: jax.Arra
 # Features from which full covariances take the E-step's Mahalanobis terms from the
 # same packed products ``a_i a_j`` as the moments (:func:`_block_e_step_packed`)
 # instead of the ``(B, D) @ (D, K·D)`` product: that halves the E-step's
-# multiply-adds, which pays once they dominate. On CPU, ms per iteration:
-# 50,000 × 64, K = 32: 443 → 323; 50,000 × 32, K = 16: 111 → 81, K = 32:
-# 161 → 122; 20,000 × 64, K = 8: a tie; 100,000 × 16, K = 16: 36 → 42 (slower).
+# multiply-adds, which pays once they dominate. On CPU, ms per iteration (with
+# each form's default blocks): 50,000 × 64, K = 32: 473 → 310; 20,000 × 64,
+# K = 8: 134 → 79; 50,000 × 32, K = 16: 118 → 104; but 100,000 × 16, K = 16:
+# 35 → 58, slower.
 _PACKED_MIN_FEATURES = 32
+
+
+def _uses_packed_products(covariance_type: str, n_components: int, n_features: int) -> bool:
+    """Whether the default E-step is :func:`_block_e_step_packed` (see ``_PACKED_MIN_FEATURES``)."""
+    return (
+        covariance_type == "full"
+        and n_features >= _PACKED_MIN_FEATURES
+        and not _uses_direct_statistics(covariance_type, n_components)
+    )
 
 
 class _PackedTerms(NamedTuple):
@@ -310,8 +320,8 @@ def _block_e_step_packed(terms: _PackedTerms, X: jax.Array, w: jax.Array):
     terms of every component come from ``_pack_outer(a)`` — the products the
     moments need anyway — through one ``(B, P) @ (P, K)`` product, plus the
     by-group terms of :class:`_PackedTerms`. Since ``‖a‖ ≤ ‖x − μ_k‖`` for
-    every ``k``, each term's rounding error is at most about
-    ``9 · eps · cond(Σ_k)`` relative, whatever the distance to the origin or
+    every ``k``, no term exceeds about ``9 · cond(Σ_k)`` times their sum, so
+    the rounding error does not grow with the distance to the origin or
     between components.
     """
     centered_means = terms.means - terms.center
@@ -408,10 +418,20 @@ def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:
     return SuffStats(moments.counts, sums, scatters, means, cov_type)
 
 
-def default_block_size(n_samples: int, n_components: int, n_features: int) -> int:
-    """Rows per E-step block (static: from the shapes and the default backend)."""
+def default_block_size(n_samples: int, n_components: int, n_features: int, packed_products: bool = False) -> int:
+    """Rows per E-step block (static: from the shapes and the default backend).
+
+    A block's largest intermediates take ``K·D`` elements per row, or for
+    the packed form (``packed_products``) ``2·K·D + D(D+1)/2``: its packed
+    products, gathered shifts and by-group values. Counting all three kept
+    those blocks in cache: 50,000 × 64, K = 32 ran 368 → 287 ms per
+    iteration (256 rows instead of 512), 20,000 × 64, K = 8 133 → 80 ms.
+    """
     budget = _CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS
-    rows = max(256, budget // max(1, n_components * n_features))
+    per_row = n_components * n_features
+    if packed_products:
+        per_row = 2 * per_row + n_features * (n_features + 1) // 2
+    rows = max(256, budget // max(1, per_row))
     return min(n_samples, rows)
 
 
@@ -460,8 +480,10 @@ def e_step(
         sample_weight = jnp.ones(n_samples, X.dtype)
     sample_weight = jnp.asarray(sample_weight, X.dtype)
     prec_chol = params.precisions_cholesky
+    packed_products = not fast and _uses_packed_products(params.covariance_type, params.n_components,
+                                                         params.n_features)
     if block_size is None:
-        block_size = default_block_size(n_samples, params.n_components, params.n_features)
+        block_size = default_block_size(n_samples, params.n_components, params.n_features, packed_products)
     block_size = max(1, min(int(block_size), n_samples))
     n_blocks, remainder = divmod(n_samples, block_size)
 
@@ -471,7 +493,7 @@ def e_step(
         block_fn = partial(_block_e_step_shared, params, prec_chol, center)
     elif _uses_direct_statistics(params.covariance_type, params.n_components):
         block_fn = partial(_block_e_step_direct, params, prec_chol)
-    elif params.covariance_type == "full" and params.n_features >= _PACKED_MIN_FEATURES:
+    elif packed_products:
         block_fn = partial(_block_e_step_packed, _packed_terms(params, prec_chol, center))
     elif params.covariance_type in ("full", "tied"):
         block_fn = partial(_block_e_step_gemm, params, prec_chol, center)

@@ -270,6 +270,9 @@ def test_default_block_size_bounds_the_block_and_grows_on_accelerators(monkeypat
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     cpu = default_block_size(10**7, 16, 16)
     assert cpu * 16 * 16 <= 1 << 20 and default_block_size(100, 16, 16) == 100
+    # The packed form counts its packed products, gathered shifts and by-group values per row.
+    packed = default_block_size(10**7, 8, 64, packed_products=True)
+    assert packed * (2 * 8 * 64 + 64 * 65 // 2) <= 1 << 20 < (packed + 1) * (2 * 8 * 64 + 64 * 65 // 2)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     gpu = default_block_size(10**7, 16, 16)
     assert gpu > cpu and gpu * 16 * 16 <= 1 << 25

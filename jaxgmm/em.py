@@ -458,8 +458,9 @@ def e_step(
     fast : bool
         Opt-in: accumulate every moment about one shared centre, with fewer
         and smaller matrix products (on CPU 1.3-1.6× faster for full with
-        many components, 2-3× for diag and spherical, no faster for tied or
-        for at most 3 components) at the price of cancellation error
+        many components and fewer than 32 features, 2-3× for diag and
+        spherical; no faster for tied or for at most 3 components, and
+        slower than the default from 32 features) at the price of cancellation error
         ``≈ eps · ‖μ_k − c‖²_{Σ_k⁻¹}`` relative, ``c`` the weighted mean of
         the means. Harmless in float64
         and for components a few tens of σ from the centre in float32; keep

@@ -51,8 +51,8 @@ def compiler_options(small_inputs: bool = False) -> dict:
     return dict(_CPU_OPTIONS) if _accepted(_CPU_OPTIONS) else {}
 
 
-def _has_small_inputs(args, kwargs) -> bool:
-    return all(np.size(leaf) <= SMALL_INPUT_ELEMENTS for leaf in jax.tree.leaves((args, kwargs)))
+def _has_small_inputs(leaves) -> bool:
+    return all(np.size(leaf) <= SMALL_INPUT_ELEMENTS for leaf in leaves)
 
 
 class _Jitted:
@@ -82,10 +82,11 @@ class _Jitted:
         return self._nested
 
     def __call__(self, *args, **kwargs):
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+        leaves = jax.tree.leaves((args, kwargs))  # flattened once per call: this is every fit's entry
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self._get_nested()(*args, **kwargs)
         try:
-            return self._get(_has_small_inputs(args, kwargs))(*args, **kwargs)
+            return self._get(_has_small_inputs(leaves))(*args, **kwargs)
         except ValueError as exc:  # inside a trace but with no traced argument
             if "top-level" not in str(exc):
                 raise
@@ -93,7 +94,7 @@ class _Jitted:
 
     def lower(self, *args, **kwargs):
         """``lower`` of the variant a call with these arguments compiles."""
-        return self._get(_has_small_inputs(args, kwargs)).lower(*args, **kwargs)
+        return self._get(_has_small_inputs(jax.tree.leaves((args, kwargs)))).lower(*args, **kwargs)
 
     def _cache_size(self) -> int:
         """Compiled programs held, over both variants."""

@@ -16,7 +16,7 @@ from jaxgmm.gradient import GradientResult, fit_gradient, log_likelihood, q_func
 from jaxgmm.io import load, save
 from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmeans, kmeans_plusplus
 from jaxgmm.online import OnlineResult, OnlineState, fit_online, online_init, online_update
-from jaxgmm.params import COVARIANCE_TYPES, GMMParams, n_parameters
+from jaxgmm.params import COVARIANCE_MODELS, COVARIANCE_TYPES, GMMParams, n_parameters
 from jaxgmm.sampling import sample
 from jaxgmm.selection import aic, bic
 from jaxgmm.streaming import StreamProgress, fit_stream, stream_e_step
@@ -25,6 +25,7 @@ from jaxgmm.unconstrained import UnconstrainedParams, from_unconstrained, to_unc
 __version__ = "0.1.0"
 
 __all__ = [
+    "COVARIANCE_MODELS",
     "COVARIANCE_TYPES",
     "Comparison",
     "EMResult",

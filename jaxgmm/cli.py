@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgmm.models.names import ALL_COVARIANCE_TYPES
+
 # Values that mean "missing" in a CSV cell; they are reported as NaN.
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
 
@@ -450,15 +452,14 @@ def cmd_select(args) -> int:
     import jax
 
     from jaxgmm.fit import fit
-    from jaxgmm.params import COVARIANCE_TYPES
     from jaxgmm.report import format_selection
     from jaxgmm.selection import bic
 
     ks = _parse_k_range(args.k)
     types = [t.strip() for t in args.covariance_types.split(",") if t.strip()]
-    unknown = [t for t in types if t not in COVARIANCE_TYPES]
+    unknown = [t for t in types if t not in ALL_COVARIANCE_TYPES]
     if unknown or not types:
-        raise CLIError(f"--covariance-types: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(COVARIANCE_TYPES)}")
+        raise CLIError(f"--covariance-types: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(ALL_COVARIANCE_TYPES)}")
     X, names = read_data(args.data, args.columns)
     if args.standardize:
         X, _, _ = _standardize(X)
@@ -506,8 +507,10 @@ def cmd_demo(args) -> int:
 
 def _fit_options(p, *, covariance_type=True):
     if covariance_type:
-        p.add_argument("--covariance-type", default="full", choices=("full", "tied", "diag", "spherical"),
-                       help="covariance type (default full)")
+        p.add_argument("--covariance-type", default="full", choices=ALL_COVARIANCE_TYPES, metavar="TYPE",
+                       help="covariance type: full, tied, diag, spherical, or one of mclust's models "
+                            "(EII VII EEI VEI EVI VVI EEE VEE EVE VVE EEV VEV EVV VVV; E/V for one feature); "
+                            "default full")
     p.add_argument("--n-init", type=int, default=1, help="restarts, run in parallel (default 1)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     p.add_argument("--max-iter", type=int, default=100, help="EM iterations per restart (default 100)")

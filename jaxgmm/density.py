@@ -15,29 +15,19 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxgmm.matmul_precision import float32_matmuls
-from jaxgmm.params import GMMParams, log_det_precision_cholesky
+from jaxgmm.models import get_model
+from jaxgmm.params import GMMParams
 
 
-@float32_matmuls
 def squared_mahalanobis(diff: jax.Array, prec_chol: jax.Array, covariance_type: str) -> jax.Array:
     """``‖(x_n − μ_k)ᵀ U_k‖²`` from ``diff (N, K, D) = x_n − μ_k``; returns ``(N, K)``."""
-    if covariance_type == "full":
-        y = jnp.einsum("nkd,kde->nke", diff, prec_chol)
-        return jnp.sum(y * y, axis=-1)
-    if covariance_type == "tied":
-        y = diff @ prec_chol
-        return jnp.sum(y * y, axis=-1)
-    if covariance_type == "diag":
-        y = diff * prec_chol
-        return jnp.sum(y * y, axis=-1)
-    return jnp.sum(diff * diff, axis=-1) * prec_chol**2
+    return get_model(covariance_type).storage.squared_mahalanobis(diff, prec_chol)
 
 
 def component_log_norm(params: GMMParams, prec_chol: jax.Array) -> jax.Array:
     """The sample-independent part ``log α_k + log det U_k − (D/2) log 2π``, shape ``(K,)``."""
     n_features = params.means.shape[-1]
-    log_det = log_det_precision_cholesky(prec_chol, params.covariance_type, n_features)
+    log_det = params.model.storage.log_det_precision_cholesky(prec_chol, n_features)
     return jnp.log(params.weights) + log_det - 0.5 * n_features * math.log(2 * math.pi)
 
 

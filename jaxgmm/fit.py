@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxgmm.em import EMResult, em_loop
 from jaxgmm.init import INIT_METHODS, initialize
+from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams, check_covariance_type
 from jaxgmm.validation import (
     check_array,
@@ -141,6 +142,9 @@ def _check_options(n_components, covariance_type, n_init, init, max_iter, tol, r
 
 
 def _check_init_params(init, n_components, covariance_type, n_features, dtype):
+    """The validated initial parameters, or ``None`` for an init method; also checks that the
+    covariance model fits the data's number of features (mclust's ``E``/``V`` need one)."""
+    get_model(covariance_type).check_n_features(n_features)
     if not isinstance(init, GMMParams):
         return None
     if init.covariance_type != covariance_type:
@@ -362,7 +366,8 @@ def fit_many(
     X = np.array(X)  # a copy: padding rows are zeroed below
     if X.ndim != 3:
         raise ValueError(f"X must have shape (n_datasets, n_samples, n_features); got shape {X.shape}.")
-    n_sets, n_samples, _ = X.shape
+    n_sets, n_samples, n_features = X.shape
+    get_model(covariance_type).check_n_features(n_features)
     if n_sets == 0:
         raise ValueError(f"X holds no data sets: shape {X.shape}.")
     if sample_weight is None:

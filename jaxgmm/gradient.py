@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgmm.density import squared_mahalanobis
-from jaxgmm.params import GMMParams, log_det_precision_cholesky
+from jaxgmm.models import get_model
+from jaxgmm.params import GMMParams
 from jaxgmm.unconstrained import UnconstrainedParams, from_unconstrained, precisions_cholesky, to_unconstrained
 from jaxgmm.validation import check_array, check_params, check_positive_int, check_sample_weight, is_traced
 from jaxgmm.xla_options import jit
@@ -46,8 +46,9 @@ def _component_log_probs(params, X: jax.Array) -> jax.Array:
         prec_chol = params.precisions_cholesky
     n_features = params.means.shape[-1]
     diff = X[:, None, :] - params.means[None, :, :]
-    maha = squared_mahalanobis(diff, prec_chol, params.covariance_type)
-    log_det = log_det_precision_cholesky(prec_chol, params.covariance_type, n_features)
+    storage = get_model(params.covariance_type).storage
+    maha = storage.squared_mahalanobis(diff, prec_chol)
+    log_det = storage.log_det_precision_cholesky(prec_chol, n_features)
     return log_weights + log_det - 0.5 * n_features * math.log(2 * math.pi) - 0.5 * maha
 
 

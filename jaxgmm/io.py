@@ -35,7 +35,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgmm.params import COVARIANCE_TYPES, GMMParams, covariance_shape
+from jaxgmm.params import MODELS, GMMParams, covariance_shape
 
 FORMAT = "jaxgmm-model"
 FORMAT_VERSION = 1
@@ -198,7 +198,8 @@ def _read_header(path, members) -> dict:
             f"{path} has jaxgmm model format version {version!r} (written by jaxgmm "
             f"{header.get('jaxgmm_version', '?')}); this jaxgmm {_version()} reads version {FORMAT_VERSION}."
         )
-    if header.get("covariance_type") not in COVARIANCE_TYPES or header.get("dtype") not in _FLOAT_DTYPES:
+    cov_type = header.get("covariance_type")
+    if not isinstance(cov_type, str) or cov_type not in MODELS or header.get("dtype") not in _FLOAT_DTYPES:
         raise _bad(path, "the header's covariance_type or dtype is invalid.")
     if header.get("kind") not in ("GMMParams", "GaussianMixture"):
         raise _bad(path, f"unknown kind {header.get('kind')!r}.")

@@ -31,6 +31,7 @@ from jaxgmm.em import SuffStats, e_step, m_step
 from jaxgmm.fit import _check_init_params, _check_key, _check_options
 from jaxgmm.init import initialize
 from jaxgmm.matmul_precision import float32_matmuls
+from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams
 from jaxgmm.streaming import _fixed_blocks, _Source
 from jaxgmm.validation import check_nonnegative, check_positive_int
@@ -73,30 +74,14 @@ def recenter(stats: SuffStats, centers: jax.Array) -> SuffStats:
     """
     e = stats.centers - centers
     n, s1 = stats.counts, stats.sums
-    cov_type = stats.covariance_type
-    if cov_type == "full":
-        cross = jnp.einsum("kd,ke->kde", s1, e)
-        extra = cross + jnp.swapaxes(cross, -1, -2) + jnp.einsum("k,kd,ke->kde", n, e, e)
-    elif cov_type == "tied":
-        cross = jnp.einsum("kd,ke->de", s1, e)
-        extra = cross + cross.T + jnp.einsum("k,kd,ke->de", n, e, e)
-    elif cov_type == "diag":
-        extra = 2 * s1 * e + n[:, None] * e * e
-    else:
-        extra = 2 * jnp.sum(s1 * e, axis=-1) + n * jnp.sum(e * e, axis=-1)
+    extra = get_model(stats.covariance_type).storage.shift_scatter(n, s1, e)
     return dataclasses.replace(stats, sums=s1 + n[:, None] * e, scatters=stats.scatters + extra, centers=centers)
 
 
 def stats_from_params(params: GMMParams) -> SuffStats:
     """Per-sample statistics that ``m_step`` (with ``reg_covar=0``) maps back to ``params``."""
-    w, cov = params.weights, params.covariances
-    scatters = {
-        "full": lambda: w[:, None, None] * cov,
-        "tied": lambda: cov * jnp.sum(w),
-        "diag": lambda: w[:, None] * cov,
-        "spherical": lambda: w * cov * params.n_features,
-    }[params.covariance_type]()
-    return SuffStats(w, jnp.zeros_like(params.means), scatters, params.means, params.covariance_type)
+    scatters = params.model.storage.scatter_of_covariances(params.weights, params.covariances, params.n_features)
+    return SuffStats(params.weights, jnp.zeros_like(params.means), scatters, params.means, params.covariance_type)
 
 
 def online_init(params: GMMParams) -> OnlineState:
@@ -146,7 +131,7 @@ def online_update(
     step = state.step + 1
     gamma = step_size(step.astype(dtype), jnp.asarray(kappa, dtype), jnp.asarray(t0, dtype))
     running = _scale(state.stats, 1 - gamma) + _scale(stats, gamma / total)
-    params = m_step(running, reg_covar=reg_covar)
+    params = m_step(running, reg_covar=reg_covar, previous=state.params)
     return OnlineState(params, recenter(running, params.means), step), ll_sum / total
 
 

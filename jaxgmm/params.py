@@ -4,20 +4,23 @@ A mixture of ``K`` components in ``D`` dimensions is described by
 
 * ``weights``     ``(K,)``   mixing proportions, non-negative, summing to one;
 * ``means``       ``(K, D)`` component means;
-* ``covariances`` with the shape of scikit-learn's covariance type:
+* ``covariances`` in the layout of its covariance model (:mod:`jaxgmm.models`):
 
-  ============  ===============  =====================================
-  type          shape            meaning
-  ============  ===============  =====================================
-  ``full``      ``(K, D, D)``    one full covariance matrix per component
-  ``tied``      ``(D, D)``       one full covariance shared by all
-  ``diag``      ``(K, D)``       one diagonal (variances) per component
-  ``spherical`` ``(K,)``         one variance per component
-  ============  ===============  =====================================
+  ==========================================  ===============  ==================================
+  covariance_type                             shape            meaning
+  ==========================================  ===============  ==================================
+  ``full``, VVV, VEV, EVV, EEV, VVE, EVE, VEE  ``(K, D, D)``   one matrix per component
+  ``tied``, EEE                               ``(D, D)``       one matrix shared by all
+  ``diag``, VVI, EVI, VEI, EEI                ``(K, D)``       one diagonal (variances) per component
+  ``spherical``, VII, EII (``V``, ``E``)      ``(K,)``         one variance per component
+  ==========================================  ===============  ==================================
 
 The covariance type is static pytree metadata (it selects code paths at trace
 time); the three arrays are the leaves, so ``jax.jit``, ``jax.vmap``,
 ``jax.tree.map`` and ``jax.grad`` all see exactly the numbers.
+:attr:`GMMParams.model` is the type's entry in the model table, and
+:attr:`GMMParams.covariance_matrices` gives ``(K, D, D)`` matrices whatever
+the model.
 
 The Cholesky factor of the precision, in scikit-learn's convention (upper
 triangular ``U`` with ``Σ⁻¹ = U Uᵀ``), is derived on demand by
@@ -28,12 +31,15 @@ import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxgmm.matmul_precision import float32_matmuls
+from jaxgmm.models import COVARIANCE_MODELS, COVARIANCE_TYPES, MODELS, CovarianceModel, get_model
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+__all__ = [
+    "COVARIANCE_MODELS", "COVARIANCE_TYPES", "MODELS", "GMMParams", "check_covariance_type",
+    "covariance_from_precision_cholesky", "covariance_shape", "log_det_precision_cholesky", "n_parameters",
+    "precision_cholesky_from_covariance", "to_numpy",
+]
 
 
 @jax.tree_util.register_dataclass
@@ -48,10 +54,12 @@ class GMMParams:
     means : array, shape (K, D)
         Component means.
     covariances : array
-        ``(K, D, D)`` for ``full``, ``(D, D)`` for ``tied``, ``(K, D)`` for
-        ``diag`` and ``(K,)`` for ``spherical``.
-    covariance_type : {"full", "tied", "diag", "spherical"}
-        Static structure, not a traced value.
+        In the model's layout: ``(K, D, D)`` for ``full`` (and mclust's
+        full-matrix models), ``(D, D)`` for ``tied``/EEE, ``(K, D)`` for
+        ``diag`` and the diagonal models, ``(K,)`` for ``spherical``, VII, EII.
+    covariance_type : str
+        scikit-learn's four (:data:`jaxgmm.COVARIANCE_TYPES`), mclust's 14
+        (:data:`jaxgmm.COVARIANCE_MODELS`), or ``E``/``V`` for one feature. Static structure, not a traced value.
 
     The constructor does not validate (it must accept tracers); use
     :meth:`from_arrays` for parameters that come from a user.
@@ -83,6 +91,16 @@ class GMMParams:
         return self.means.dtype
 
     @property
+    def model(self) -> CovarianceModel:
+        """The covariance model's entry in :data:`jaxgmm.models.MODELS`."""
+        return get_model(self.covariance_type)
+
+    @property
+    def covariance_matrices(self) -> jax.Array:
+        """The ``(K, D, D)`` covariance matrices, whatever the model's layout."""
+        return self.model.storage.matrices(self.covariances, self.n_components, self.n_features)
+
+    @property
     def precisions_cholesky(self) -> jax.Array:
         """Upper-triangular Cholesky factor ``U`` of each precision, ``Σ⁻¹ = U Uᵀ``.
 
@@ -92,13 +110,9 @@ class GMMParams:
         return precision_cholesky_from_covariance(self.covariances, self.covariance_type)
 
     @property
-    @float32_matmuls
     def precisions(self) -> jax.Array:
         """Precision matrices ``Σ⁻¹`` (inverse variances for diag/spherical)."""
-        u = self.precisions_cholesky
-        if self.covariance_type in ("full", "tied"):
-            return u @ jnp.swapaxes(u, -1, -2)
-        return u**2
+        return self.model.storage.precisions(self.precisions_cholesky)
 
     def replace(self, **changes: Any) -> "GMMParams":
         """A copy with some fields replaced (``dataclasses.replace``)."""
@@ -119,76 +133,47 @@ class GMMParams:
 
 def check_covariance_type(covariance_type: str) -> str:
     """Return ``covariance_type`` or raise ``ValueError`` listing the valid ones."""
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(
-            f"Invalid covariance_type {covariance_type!r}: expected one of {COVARIANCE_TYPES}."
-        )
+    get_model(covariance_type)
     return covariance_type
 
 
 def covariance_shape(covariance_type: str, n_components: int, n_features: int) -> tuple:
     """The shape of the covariances for a covariance type."""
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[check_covariance_type(covariance_type)]
+    return get_model(covariance_type).storage.shape(n_components, n_features)
 
 
 def precision_cholesky_from_covariance(covariances: jax.Array, covariance_type: str) -> jax.Array:
-    """scikit-learn's ``precisions_cholesky_`` from covariances.
-
-    For full/tied: with ``Σ = L Lᵀ`` (``L`` lower triangular), ``U = L⁻ᵀ`` is
-    upper triangular and ``Σ⁻¹ = U Uᵀ``. A covariance that is not positive
-    definite gives NaN here; inputs are checked at the edges.
-    """
-    if covariance_type in ("full", "tied"):
-        chol = jnp.linalg.cholesky(covariances)
-        eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=chol.dtype), chol.shape)
-        inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
-        return jnp.swapaxes(inv_chol, -1, -2)
-    return jax.lax.rsqrt(covariances)
+    """scikit-learn's ``precisions_cholesky_`` from covariances (see :class:`jaxgmm.models.Storage`)."""
+    return get_model(covariance_type).storage.precision_cholesky(covariances)
 
 
-@float32_matmuls
 def covariance_from_precision_cholesky(prec_chol: jax.Array, covariance_type: str) -> jax.Array:
     """Inverse of :func:`precision_cholesky_from_covariance`: ``Σ = (U Uᵀ)⁻¹``."""
-    if covariance_type in ("full", "tied"):
-        eye = jnp.broadcast_to(jnp.eye(prec_chol.shape[-1], dtype=prec_chol.dtype), prec_chol.shape)
-        # Σ = U⁻ᵀ U⁻¹ with U upper triangular.
-        inv_u = jax.scipy.linalg.solve_triangular(prec_chol, eye, lower=False)
-        return jnp.swapaxes(inv_u, -1, -2) @ inv_u
-    return 1.0 / prec_chol**2
+    return get_model(covariance_type).storage.covariance_from_precision_cholesky(prec_chol)
 
 
 def log_det_precision_cholesky(prec_chol: jax.Array, covariance_type: str, n_features: int) -> jax.Array:
     """``log det U`` per component (a scalar for ``tied``): half the log-determinant of the precision."""
-    if covariance_type in ("full", "tied"):
-        return jnp.sum(jnp.log(jnp.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
-    if covariance_type == "diag":
-        return jnp.sum(jnp.log(prec_chol), axis=-1)
-    return n_features * jnp.log(prec_chol)
+    return get_model(covariance_type).storage.log_det_precision_cholesky(prec_chol, n_features)
 
 
 def n_parameters(params_or_type, n_components: int | None = None, n_features: int | None = None) -> int:
-    """Number of free parameters, as scikit-learn's ``GaussianMixture._n_parameters``.
+    """Number of free parameters: covariances (mclust's ``nVarParams``), means and weights.
 
     Call as ``n_parameters(params)`` or ``n_parameters(covariance_type, K, D)``.
+    For scikit-learn's four types this is ``GaussianMixture._n_parameters``.
+
+    Examples
+    --------
+    >>> n_parameters("full", 3, 2), n_parameters("VEV", 3, 2)
+    (17, 15)
     """
     if isinstance(params_or_type, GMMParams):
-        covariance_type = params_or_type.covariance_type
+        model = params_or_type.model
         n_components, n_features = params_or_type.means.shape[-2:]
     else:
-        covariance_type = check_covariance_type(params_or_type)
-    k, d = int(n_components), int(n_features)
-    cov_params = {
-        "full": k * d * (d + 1) // 2,
-        "tied": d * (d + 1) // 2,
-        "diag": k * d,
-        "spherical": k,
-    }[covariance_type]
-    return cov_params + k * d + k - 1
+        model = get_model(params_or_type)
+    return model.n_parameters(n_components, n_features)
 
 
 def to_numpy(params: GMMParams) -> dict:

@@ -20,16 +20,8 @@ def _require_matplotlib():
 
 
 def full_covariances(params: GMMParams) -> np.ndarray:
-    """Covariances as ``(K, D, D)`` matrices whatever the covariance type."""
-    cov = np.asarray(params.covariances)
-    k, d = np.asarray(params.means).shape
-    if params.covariance_type == "full":
-        return cov
-    if params.covariance_type == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if params.covariance_type == "diag":
-        return np.stack([np.diag(c) for c in cov])
-    return cov[:, None, None] * np.eye(d)
+    """Covariances as ``(K, D, D)`` matrices whatever the covariance model."""
+    return np.asarray(params.covariance_matrices)
 
 
 def draw_ellipses(ax, means: np.ndarray, covariances: np.ndarray, colors, n_std=(1, 2)) -> None:

@@ -15,7 +15,6 @@ def format_params(params: GMMParams, feature_names: Sequence[str] | None = None)
     """A readable table of weights, means and covariances, one block per component."""
     weights = np.asarray(params.weights)
     means = np.asarray(params.means)
-    covariances = np.asarray(params.covariances)
     k, d = means.shape
     names = list(feature_names) if feature_names is not None else [f"x{j}" for j in range(d)]
     header = f"{'component':>9}  {'weight':>8}  " + "  ".join(f"{'mean ' + n:>14}" for n in names)
@@ -23,19 +22,13 @@ def format_params(params: GMMParams, feature_names: Sequence[str] | None = None)
     for i in range(k):
         lines.append(f"{i:>9}  {weights[i]:>8.4f}  " + "  ".join(f"{v:>14.5g}" for v in means[i]))
     lines.append("")
-    cov_type = params.covariance_type
-    lines.append(f"covariances ({cov_type}), columns {', '.join(names)}:")
-    if cov_type == "tied":
+    model = params.model
+    lines.append(f"covariances ({params.covariance_type}), columns {', '.join(names)}:")
+    if not model.storage.per_component:
         lines.append("  shared by all components:")
-        lines += _format_matrix(covariances, "    ")
+        lines += _format_matrix(np.asarray(params.covariances), "    ")
     else:
-        for i in range(k):
-            if cov_type == "full":
-                block = covariances[i]
-            elif cov_type == "diag":
-                block = np.diag(covariances[i])
-            else:
-                block = covariances[i] * np.eye(d)
+        for i, block in enumerate(np.asarray(params.covariance_matrices)):
             lines.append(f"  component {i}:")
             lines += _format_matrix(block, "    ")
     return "\n".join(lines)

@@ -42,14 +42,5 @@ def sample(key: jax.Array, params: GMMParams, n_samples: int) -> tuple[jax.Array
     dtype = params.means.dtype
     labels = jax.random.categorical(key_z, jnp.log(params.weights), shape=(n_samples,))
     noise = jax.random.normal(key_x, (n_samples, params.n_features), dtype)
-    cov_type = params.covariance_type
-    if cov_type == "full":
-        chol = jnp.linalg.cholesky(params.covariances)
-        offsets = jnp.einsum("nde,ne->nd", chol[labels], noise)
-    elif cov_type == "tied":
-        offsets = noise @ jnp.linalg.cholesky(params.covariances).T
-    elif cov_type == "diag":
-        offsets = noise * jnp.sqrt(params.covariances[labels])
-    else:
-        offsets = noise * jnp.sqrt(params.covariances[labels])[:, None]
+    offsets = params.model.storage.cholesky_noise(params.covariances, labels, noise)
     return params.means[labels] + offsets, labels

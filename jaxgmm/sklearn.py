@@ -43,6 +43,7 @@ from jaxgmm import density
 from jaxgmm.em import EMResult, em_loop
 from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _map_fits, _raise_if_failed
 from jaxgmm.init import INIT_METHODS, initialize
+from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams, check_covariance_type, covariance_shape, n_parameters
 from jaxgmm.sampling import sample as _sample
 from jaxgmm.validation import (
@@ -72,11 +73,7 @@ def key_from_random_state(random_state) -> jax.Array:
 
 def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) -> np.ndarray:
     """``Σ = Λ⁻¹`` for precisions of any covariance type (numpy, float64)."""
-    precisions = np.asarray(precisions, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
-        cov = np.linalg.inv(precisions)
-        return (cov + np.swapaxes(cov, -1, -2)) / 2  # exact symmetry, as the checks demand
-    return 1.0 / precisions
+    return get_model(covariance_type).storage.covariances_from_precisions(precisions)
 
 
 def _initial_params(key, X, sample_weight, given, *, n_components, covariance_type, init, reg_covar) -> GMMParams:

@@ -274,7 +274,7 @@ def _em_update(state: EMResult, stats: SuffStats, ll_sum: jax.Array, total_weigh
     def one(s, stats, ll_sum):
         log_likelihood = ll_sum / total_weight
         new = EMResult(
-            params=m_step(stats, reg_covar=reg_covar),
+            params=m_step(stats, reg_covar=reg_covar, previous=s.params),
             log_likelihood=log_likelihood,
             n_iter=s.n_iter + 1,
             converged=jnp.abs(log_likelihood - s.log_likelihood) < tol,  # False for NaN/inf

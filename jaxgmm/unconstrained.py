@@ -16,6 +16,10 @@ mixture. :func:`to_unconstrained` maps ``GMMParams`` to
   an upper-triangular ``U`` with positive diagonal, hence a positive-definite
   ``Σ``; ``log det U`` is the sum of the log-diagonal entries.
 * **diag / spherical**: log-variances ``log σ²``, ``(K, D)`` or ``(K,)``.
+* **mclust's constrained models** (all but VVV, EEE, VVI, VII, which are
+  the four above): the eigen-decomposition coordinates of
+  :mod:`jaxgmm.models.eigen` — log-volumes, centred log-shapes and
+  orientation matrices, shared where the model shares them — a dict pytree.
 
 The two maps are exact inverses: ``from_unconstrained(to_unconstrained(p))``
 equals ``p`` for every ``p`` with positive weights, and
@@ -28,9 +32,13 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxgmm.params import GMMParams, covariance_from_precision_cholesky
+from jaxgmm.models import get_model
+from jaxgmm.models.storage import pack_cholesky, unpack_cholesky
+from jaxgmm.params import GMMParams
+
+__all__ = ["UnconstrainedParams", "from_unconstrained", "pack_cholesky", "precisions_cholesky", "to_unconstrained",
+           "unpack_cholesky"]
 
 
 @jax.tree_util.register_dataclass
@@ -69,43 +77,6 @@ class UnconstrainedParams:
         return dataclasses.replace(self, **changes)
 
 
-def _triu_layout(n_features: int):
-    """Static (rows, cols) of the packed upper triangle and the positions of its diagonal."""
-    rows, cols = np.triu_indices(n_features)
-    return rows, cols, np.flatnonzero(rows == cols)
-
-
-def pack_cholesky(prec_chol: jax.Array) -> jax.Array:
-    """Upper-triangular ``U (..., D, D)`` with positive diagonal → ``(..., D(D+1)/2)``, log diagonal.
-
-    Entries are taken row by row (``numpy.triu_indices``).
-
-    Examples
-    --------
-    >>> import jax.numpy as jnp
-    >>> pack_cholesky(jnp.array([[1.0, 2.0], [0.0, 1.0]])).tolist()
-    [0.0, 2.0, 0.0]
-    """
-    rows, cols, diag = _triu_layout(prec_chol.shape[-1])
-    packed = prec_chol[..., rows, cols]
-    return packed.at[..., diag].set(jnp.log(packed[..., diag]))
-
-
-def unpack_cholesky(coords: jax.Array, n_features: int) -> jax.Array:
-    """Inverse of :func:`pack_cholesky`: ``(..., D(D+1)/2)`` → upper-triangular ``U (..., D, D)``.
-
-    Examples
-    --------
-    >>> import jax.numpy as jnp
-    >>> unpack_cholesky(jnp.array([0.0, 2.0, 0.0]), 2).tolist()
-    [[1.0, 2.0], [0.0, 1.0]]
-    """
-    rows, cols, diag = _triu_layout(n_features)
-    coords = coords.at[..., diag].set(jnp.exp(coords[..., diag]))
-    out = jnp.zeros(coords.shape[:-1] + (n_features, n_features), coords.dtype)
-    return out.at[..., rows, cols].set(coords)
-
-
 def to_unconstrained(params: GMMParams) -> UnconstrainedParams:
     """Unconstrained coordinates of ``params`` (see the module docstring for the math).
 
@@ -132,10 +103,7 @@ def to_unconstrained(params: GMMParams) -> UnconstrainedParams:
     """
     log_weights = jnp.log(params.weights)
     logits = log_weights - jnp.mean(log_weights, axis=-1, keepdims=True)
-    if params.covariance_type in ("full", "tied"):
-        cov_coords = pack_cholesky(params.precisions_cholesky)
-    else:
-        cov_coords = jnp.log(params.covariances)
+    cov_coords = params.model.coords_from_covariances(params.covariances, params.n_components, params.n_features)
     return UnconstrainedParams(logits, params.means, cov_coords, params.covariance_type)
 
 
@@ -152,9 +120,9 @@ def precisions_cholesky(uparams: UnconstrainedParams) -> jax.Array:
     >>> precisions_cholesky(u).tolist()
     [1.0, 0.5]
     """
-    if uparams.covariance_type in ("full", "tied"):
-        return unpack_cholesky(uparams.cov_coords, uparams.means.shape[-1])
-    return jnp.exp(-0.5 * uparams.cov_coords)
+    n_components, n_features = uparams.means.shape[-2:]
+    return get_model(uparams.covariance_type).precision_cholesky_from_coords(uparams.cov_coords, n_components,
+                                                                             n_features)
 
 
 def from_unconstrained(uparams: UnconstrainedParams) -> GMMParams:
@@ -179,10 +147,8 @@ def from_unconstrained(uparams: UnconstrainedParams) -> GMMParams:
     >>> p.weights.tolist(), p.covariances.tolist()  # U = I gives Σ = I
     ([0.5, 0.5], [[1.0, 0.0], [0.0, 1.0]])
     """
-    cov_type = uparams.covariance_type
     weights = jax.nn.softmax(uparams.logits, axis=-1)
-    if cov_type in ("full", "tied"):
-        covariances = covariance_from_precision_cholesky(precisions_cholesky(uparams), cov_type)
-    else:
-        covariances = jnp.exp(uparams.cov_coords)
-    return GMMParams(weights, uparams.means, covariances, cov_type)
+    n_components, n_features = uparams.means.shape[-2:]
+    covariances = get_model(uparams.covariance_type).covariances_from_coords(uparams.cov_coords, n_components,
+                                                                             n_features)
+    return GMMParams(weights, uparams.means, covariances, uparams.covariance_type)

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgmm.params import GMMParams, check_covariance_type, covariance_shape
+from jaxgmm.models import get_model
+from jaxgmm.params import GMMParams, covariance_shape
 
 
 def is_traced(*arrays) -> bool:
@@ -154,10 +155,12 @@ def check_params(weights, means, covariances, covariance_type: str = "full", *, 
     """Validated :class:`GMMParams` from user arrays.
 
     Checks shapes against the covariance type, finiteness, that the weights
-    are non-negative and sum to 1 (to 1e-6), and that every covariance is
-    symmetric positive definite (full/tied) or positive (diag/spherical).
+    are non-negative and sum to 1 (to 1e-6), that every covariance is
+    symmetric positive definite (full/tied layouts) or positive (diag/spherical),
+    and that the covariances have the model's structure (mclust's equal
+    volumes, shapes or orientations, to 1e-6).
     """
-    check_covariance_type(covariance_type)
+    model = get_model(covariance_type)
     weights, means, covariances = (np.asarray(a, dtype=np.float64) for a in (weights, means, covariances))
     if means.ndim != 2:
         raise ValueError(f"means must have shape (n_components, n_features); got {means.shape}.")
@@ -177,7 +180,8 @@ def check_params(weights, means, covariances, covariance_type: str = "full", *, 
             raise ValueError(f"{name} contain NaN or infinite values.")
     if np.any(weights < 0) or abs(weights.sum() - 1.0) > 1e-6:
         raise ValueError(f"weights must be non-negative and sum to 1; they sum to {weights.sum():.8g}.")
-    check_positive_definite(covariances, covariance_type, "covariances")
+    model.check_n_features(d)
+    model.check_covariances(covariances, k, d)
     if dtype is None:
         dtype = float_dtype(np.float64)
     return GMMParams(
@@ -186,16 +190,5 @@ def check_params(weights, means, covariances, covariance_type: str = "full", *, 
 
 
 def check_positive_definite(matrices, covariance_type: str, name: str) -> None:
-    """Raise ``ValueError`` unless ``matrices`` are symmetric positive definite (full/tied) or > 0."""
-    matrices = np.asarray(matrices, dtype=np.float64)
-    if covariance_type in ("full", "tied"):
-        stack = matrices.reshape((-1,) + matrices.shape[-2:])
-        for k, m in enumerate(stack):
-            if not np.allclose(m, m.T, rtol=1e-6, atol=1e-10 * max(1.0, np.abs(m).max())):
-                raise ValueError(f"{name}[{k}] is not symmetric.")
-            try:
-                np.linalg.cholesky(m)
-            except np.linalg.LinAlgError:
-                raise ValueError(f"{name}[{k}] is not positive definite.") from None
-    elif np.any(matrices <= 0):
-        raise ValueError(f"{name} must be positive for covariance_type={covariance_type!r}.")
+    """Raise ``ValueError`` unless ``matrices`` are symmetric positive definite (full/tied layouts) or > 0."""
+    get_model(covariance_type).storage.check_positive_definite(matrices, name, covariance_type)

@@ -31,7 +31,7 @@ def dtype():
     return DTYPE
 
 
-# The default E-step's exact forms (jaxgmm.em): statistics straight from x − μ_k
+# The default E-step's exact forms (jaxgmm.kernels): statistics straight from x − μ_k
 # (full and diag with few components, and spherical); nearest-mean moments with
 # by-group terms ("nearest-mean"); for full covariances with many features, the
 # same moments with the Mahalanobis terms from their packed products ("packed").
@@ -47,11 +47,11 @@ def use_e_step_form(monkeypatch, form):
     The form is chosen while tracing, so compile with :func:`fresh_jit` after
     this: an earlier trace of the same function and shapes holds the other form.
     """
-    import jaxgmm.em
+    import jaxgmm.kernels
 
     if form != "fast":  # fast=True ignores the limits
-        monkeypatch.setattr(jaxgmm.em, "_DIRECT_MAX_COMPONENTS", 10**6 if form == "direct" else 0)
-        monkeypatch.setattr(jaxgmm.em, "_PACKED_MIN_FEATURES", 0 if form == "packed" else 10**6)
+        monkeypatch.setattr(jaxgmm.kernels, "_DIRECT_MAX_COMPONENTS", 10**6 if form == "direct" else 0)
+        monkeypatch.setattr(jaxgmm.kernels, "_PACKED_MIN_FEATURES", 0 if form == "packed" else 10**6)
     return form == "fast"
 
 

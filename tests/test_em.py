@@ -265,7 +265,7 @@ def test_float32_accuracy_of_default_and_fast_moments(covariance_type, separatio
 
 
 def test_default_block_size_bounds_the_block_and_grows_on_accelerators(monkeypatch):
-    from jaxgmm.em import default_block_size
+    from jaxgmm.kernels import default_block_size
 
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     cpu = default_block_size(10**7, 16, 16)
@@ -295,7 +295,7 @@ def test_by_group_sums_agree_between_cpu_scatter_and_accelerator_product(monkeyp
 
 def test_by_group_sums_keep_float32_accuracy_over_long_blocks():
     """Scatter-add chains are short: a 65,536-row sum by group stays near float32's pairwise accuracy."""
-    from jaxgmm.em import _sums_by_group
+    from jaxgmm.kernels import _sums_by_group
 
     rng = np.random.default_rng(17)
     values = rng.random((65536, 4, 3))

@@ -1,0 +1,69 @@
+"""Weighted sufficient statistics: the seam between the E-step and the M-step.
+
+They add up over rows, so sample weights, zero-weight padding, row blocks,
+streamed data and data sharded over devices all reduce to summing
+statistics before one M-step.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxgmm.matmul_precision import float32_matmuls
+from jaxgmm.models import get_model
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SuffStats:
+    """Weighted sufficient statistics of each component (an additive pytree).
+
+    With responsibilities ``r_nk``, sample weights ``w_n`` and centres ``c_k``:
+
+    * ``counts``   ``(K,)``    ``Σ_n w_n r_nk``
+    * ``sums``     ``(K, D)``  ``Σ_n w_n r_nk (x_n − c_k)``
+    * ``scatters`` ``Σ_n w_n r_nk (x_n − c_k)(x_n − c_k)ᵀ`` reduced to what the
+      covariance model's layout needs: ``(K, D, D)`` full, ``(D, D)`` tied
+      (summed over components), ``(K, D)`` diag (diagonal only), ``(K,)``
+      spherical (trace). Every covariance model's M-step is a function of
+      these (mclust's models included).
+    * ``centers``  ``(K, D)``  the ``c_k``; statistics with the same centres add.
+    """
+
+    counts: jax.Array
+    sums: jax.Array
+    scatters: jax.Array
+    centers: jax.Array
+    covariance_type: str = dataclasses.field(default="full", metadata=dict(static=True))
+
+    def __add__(self, other: "SuffStats") -> "SuffStats":
+        """Statistics of the union of two row sets (same centres assumed)."""
+        return dataclasses.replace(
+            self,
+            counts=self.counts + other.counts,
+            sums=self.sums + other.sums,
+            scatters=self.scatters + other.scatters,
+        )
+
+
+@float32_matmuls
+def stats_from_responsibilities(
+    X: jax.Array, weighted_resp: jax.Array, centers: jax.Array, covariance_type: str
+) -> SuffStats:
+    """Sufficient statistics of rows ``X (N, D)`` with weighted responsibilities ``(N, K)``.
+
+    ``weighted_resp[n, k] = w_n r_nk``; ``centers (K, D)`` are the ``c_k``.
+    """
+    diff = X[:, None, :] - centers[None, :, :]
+    return stats_from_diff(diff, weighted_resp, centers, covariance_type)
+
+
+def stats_from_diff(diff, weighted_resp, centers, covariance_type) -> SuffStats:
+    return SuffStats(
+        counts=jnp.sum(weighted_resp, axis=0),
+        sums=jnp.einsum("nk,nkd->kd", weighted_resp, diff),
+        scatters=get_model(covariance_type).storage.scatter(weighted_resp, diff),
+        centers=centers,
+        covariance_type=covariance_type,
+    )

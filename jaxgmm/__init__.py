@@ -18,7 +18,7 @@ from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmea
 from jaxgmm.online import OnlineResult, OnlineState, fit_online, online_init, online_update
 from jaxgmm.params import COVARIANCE_MODELS, COVARIANCE_TYPES, GMMParams, n_parameters
 from jaxgmm.sampling import sample
-from jaxgmm.selection import aic, bic
+from jaxgmm.selection import Selection, SelectionCell, aic, bic, icl, select
 from jaxgmm.streaming import StreamProgress, fit_stream, stream_e_step
 from jaxgmm.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
 
@@ -38,6 +38,8 @@ __all__ = [
     "OnlineResult",
     "OnlineState",
     "StreamProgress",
+    "Selection",
+    "SelectionCell",
     "SuffStats",
     "UnconstrainedParams",
     "aic",
@@ -53,6 +55,7 @@ __all__ = [
     "fit_online",
     "fit_stream",
     "from_unconstrained",
+    "icl",
     "initial_responsibilities",
     "initialize",
     "kmeans",
@@ -73,6 +76,7 @@ __all__ = [
     "save",
     "score",
     "score_samples",
+    "select",
     "stream_e_step",
     "stats_from_responsibilities",
     "to_unconstrained",

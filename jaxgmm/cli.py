@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgmm.models.names import ALL_COVARIANCE_TYPES
+from jaxgmm.models.names import ALL_COVARIANCE_TYPES, COVARIANCE_MODELS
 
 # Values that mean "missing" in a CSV cell; they are reported as NaN.
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
@@ -449,45 +449,50 @@ def _parse_k_range(text: str) -> list[int]:
 
 
 def cmd_select(args) -> int:
+    """The library's :func:`jaxgmm.select` on a data file: the best three, the criterion table, a figure."""
     import jax
 
-    from jaxgmm.fit import fit
-    from jaxgmm.report import format_selection
-    from jaxgmm.selection import bic
+    from jaxgmm.report import format_ranking, format_selection
+    from jaxgmm.selection import select
 
     ks = _parse_k_range(args.k)
     types = [t.strip() for t in args.covariance_types.split(",") if t.strip()]
     unknown = [t for t in types if t not in ALL_COVARIANCE_TYPES]
     if unknown or not types:
-        raise CLIError(f"--covariance-types: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(ALL_COVARIANCE_TYPES)}")
+        raise CLIError(f"--covariance-types: unknown {', '.join(unknown) or '(none given)'}; "
+                       f"choose from {', '.join(ALL_COVARIANCE_TYPES)}")
     X, names = read_data(args.data, args.columns)
     if args.standardize:
         X, _, _ = _standardize(X)
     if max(ks) > X.shape[0]:
         raise CLIError(f"--k goes up to {max(ks)} but {args.data} has only {X.shape[0]} rows")
     progress = Progress(quiet=args.quiet)
-    bics = {t: [] for t in types}
-    total, count = len(ks) * len(types), 0
-    for t in types:
-        for k in ks:
-            count += 1
-            progress.show(f"select: fitting K = {k}, {t} ({count}/{total})")
-            try:
-                result = fit(jax.random.key(args.seed), X, k, covariance_type=t, n_init=args.n_init,
-                             max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar)
-                bics[t].append(float(bic(result.params, jax.numpy.asarray(X, result.params.dtype))))
-            except ValueError as exc:
-                if "failed" not in str(exc):
-                    raise
-                bics[t].append(float("nan"))  # a degenerate fit: shown as failed, not fatal
+    sel = select(
+        jax.random.key(args.seed), X, ks, types, criterion=args.criterion, n_init=args.n_init, init=args.init,
+        max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar,
+        progress=lambda done, total, t, k: progress.show(f"select: fitted K = {k}, {t} ({done}/{total})"),
+    )
     progress.done()
-    print(f"{args.data}: {X.shape[0]} rows, columns {', '.join(names)}; BIC (lower is better), "
-          f"{args.n_init} restart(s) each\n")
-    print(format_selection(ks, bics))
+    label = args.criterion.upper()
+    starts = "mclust's hierarchical clustering start" if args.init == "hc" else f"{args.n_init} restart(s) each"
+    print(f"{args.data}: {X.shape[0]} rows, columns {', '.join(names)}; {label} (lower is better), {starts}\n")
+    print(format_ranking(sel.ranked()[:3]))
+    print()
+    table = sel.criterion_table()
+    print(format_selection(ks, {t: list(row) for t, row in zip(sel.covariance_types, table)}, label=label))
+    failed = [c for c in sel.table if c.failed is not None]
+    if failed:
+        print(f"\n{len(failed)} fit(s) failed, e.g. K = {failed[0].n_components}, {failed[0].covariance_type}: "
+              f"{failed[0].failed}")
     if args.plot:
-        from jaxgmm.plotting import plot_bic
+        from jaxgmm.plotting import plot_criterion
 
-        _savefig(plot_bic(ks, bics, title=f"{Path(args.data).name}: BIC by K and covariance type"), args.plot)
+        _savefig(plot_criterion(sel, title=f"{Path(args.data).name}: {label} by K and model"), args.plot)
+    if args.out:
+        from jaxgmm.io import save
+
+        save(args.out, sel.params, feature_names=names)
+        print(f"\nbest model saved to {args.out}")
     return 0
 
 
@@ -542,14 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV to write (default stdout)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("select", help="BIC table over numbers of components and covariance types")
+    p = sub.add_parser("select", help="BIC/ICL table over numbers of components and covariance models")
     p.add_argument("data")
-    p.add_argument("--k", default="1-8", help="numbers of components: 1-8 or 1,2,4 (default 1-8)")
-    p.add_argument("--covariance-types", default="full,tied,diag,spherical", help="comma-separated (default all)")
+    p.add_argument("--k", default="1-9", help="numbers of components: 1-9 or 1,2,4 (default 1-9, as mclust)")
+    p.add_argument("--covariance-types", default=",".join(COVARIANCE_MODELS),
+                   help="comma-separated (default mclust's 14 models; full,tied,diag,spherical also work)")
+    p.add_argument("--criterion", default="bic", choices=("bic", "icl", "aic"), help="default bic")
+    p.add_argument("--init", default="kmeans", choices=("kmeans", "k-means++", "random", "random_from_data", "hc"),
+                   help="initialiser; hc: mclust's hierarchical clustering start (default kmeans)")
+    p.add_argument("--out", help="save the best model (.npz)")
     _fit_options(p, covariance_type=False)
     p.add_argument("--columns", help="comma-separated column names to use (default all)")
     p.add_argument("--standardize", action="store_true", help="fit (x - mean) / sd")
-    p.add_argument("--plot", help="figure of BIC against K to write (.png)")
+    p.add_argument("--plot", help="figure of the criterion against K to write (.png)")
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("sample", help="draw samples from a saved model")

@@ -181,3 +181,115 @@ def plot_bic(ks, bics, title=None):
     ax.legend(loc="best")
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- mclust's three figures
+
+
+def plot_criterion(selection, criterion=None, *, title=None):
+    """mclust's BIC plot: a criterion against K, one line per covariance model, the best circled.
+
+    Parameters
+    ----------
+    selection : jaxgmm.Selection
+    criterion : {"bic", "icl", "aic"}, optional
+        Default: the one the selection used. Drawn in scikit-learn's sign
+        (lower is better); failed cells are gaps.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _require_matplotlib()
+    criterion = criterion or selection.criterion
+    table = selection.criterion_table(criterion)
+    ks, models = selection.n_components, selection.covariance_types
+    fig, ax = plt.subplots(figsize=(7, 5))
+    markers = "os^vD<>phH*Xd8P"
+    for i, model in enumerate(models):
+        ax.plot(ks, table[i], marker=markers[i % len(markers)], ms=5, lw=1.2, label=model)
+    if np.isfinite(table).any():
+        i, j = np.unravel_index(np.nanargmin(table), table.shape)
+        ax.scatter([ks[j]], [table[i, j]], s=260, facecolors="none", edgecolors="k", lw=2, zorder=3,
+                   label=f"best: {models[i]}, K = {ks[j]}")
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel(f"{criterion.upper()} (lower is better)")
+    ax.set_xticks(list(ks))
+    ax.set_title(title or f"model selection by {criterion.upper()}")
+    ax.legend(loc="best", ncol=2, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _projected(X, params):
+    """Data, means and ``(K, D, D)`` covariances in two dimensions, and the axis names (PCA above 2 features)."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] < 2:
+        raise ValueError(f"the figure draws data with at least 2 features; got shape {X.shape}.")
+    means, covariances = np.asarray(params.means, np.float64), full_covariances(params).astype(np.float64)
+    if X.shape[1] == 2:
+        return X, means, covariances, ["x0", "x1"]
+    center, axes, explained = principal_axes(X)
+    names = [f"PC{i + 1} ({100 * e:.0f}% of variance)" for i, e in enumerate(explained)]
+    return (X - center) @ axes, (means - center) @ axes, np.swapaxes(axes, 0, 1) @ covariances @ axes, names
+
+
+def plot_classification(X, params: GMMParams, *, feature_names=None, title=None):
+    """mclust's classification plot: data coloured by most probable component, with 1σ/2σ ellipses.
+
+    More than two features are projected onto the first two principal
+    components, and the axes say so. ``X (N, D)``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import jax.numpy as jnp
+
+    from jaxgmm.density import predict
+
+    plt = _require_matplotlib()
+    labels = np.asarray(predict(params, jnp.asarray(X, params.dtype)))
+    Z, means, covariances, names = _projected(X, params)
+    if feature_names is not None and Z.shape[1] == np.asarray(X).shape[1]:
+        names = list(feature_names)
+    colors = plt.cm.tab10(np.arange(params.n_components) % 10)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(Z[:, 0], Z[:, 1], c=colors[labels], s=12, alpha=0.7, edgecolors="none")
+    draw_ellipses(ax, means, covariances, colors)
+    ax.scatter(*means.T, marker="x", c="k", s=50)
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(title or f"classification ({params.covariance_type}, K = {params.n_components})")
+    fig.tight_layout()
+    return fig
+
+
+def plot_uncertainty(X, params: GMMParams, *, feature_names=None, title=None):
+    """mclust's uncertainty plot: point size grows with ``1 − max_k τ_nk``, the classification's uncertainty.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import jax.numpy as jnp
+
+    from jaxgmm.density import predict_proba
+
+    plt = _require_matplotlib()
+    resp = np.asarray(predict_proba(params, jnp.asarray(X, params.dtype)), np.float64)
+    uncertainty = 1.0 - resp.max(axis=1)
+    Z, means, covariances, names = _projected(X, params)
+    if feature_names is not None and Z.shape[1] == np.asarray(X).shape[1]:
+        names = list(feature_names)
+    colors = plt.cm.tab10(np.arange(params.n_components) % 10)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    # Largest possible uncertainty is 1 − 1/K; scale sizes to it.
+    scale = uncertainty / max(1.0 - 1.0 / params.n_components, np.finfo(float).tiny)
+    ax.scatter(Z[:, 0], Z[:, 1], c=colors[resp.argmax(axis=1)], s=4 + 120 * scale, alpha=0.6, edgecolors="none")
+    draw_ellipses(ax, means, covariances, colors, n_std=(1,))
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(title or "classification uncertainty (larger: less certain)")
+    fig.tight_layout()
+    return fig

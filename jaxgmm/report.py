@@ -47,8 +47,8 @@ def format_fit(result, feature_names: Sequence[str] | None = None, *, bic: float
     return "\n".join(lines)
 
 
-def format_selection(ks: Sequence[int], bics: Mapping[str, Sequence[float]]) -> str:
-    """A BIC table: one row per number of components, one column per covariance type, best marked ``*``.
+def format_selection(ks: Sequence[int], bics: Mapping[str, Sequence[float]], *, label: str = "BIC") -> str:
+    """A criterion table: one row per number of components, one column per covariance type, best marked ``*``.
 
     ``bics[covariance_type][i]`` is the BIC for ``ks[i]`` components (NaN for a failed fit).
 
@@ -77,5 +77,22 @@ def format_selection(ks: Sequence[int], bics: Mapping[str, Sequence[float]]) -> 
         lines.append("every fit failed")
     else:
         i, j = best
-        lines.append(f"best: K = {ks[i]}, covariance_type = {types[j]} (BIC {table[i, j]:.4f})")
+        lines.append(f"best: K = {ks[i]}, covariance_type = {types[j]} ({label} {table[i, j]:.4f})")
+    return "\n".join(lines)
+
+
+def format_ranking(cells) -> str:
+    """The best cells of a :class:`jaxgmm.Selection`, one line each: model, K, criteria, log-likelihood.
+
+    Examples
+    --------
+    >>> from jaxgmm.selection import SelectionCell
+    >>> print(format_ranking([SelectionCell("EEE", 3, -1126.3, 11, 2314.3, 2357.4, 2274.6, True, None)]))
+    rank  model   K       BIC       ICL  log-likelihood  params
+       1    EEE   3  2314.300  2357.400       -1126.300      11
+    """
+    lines = [f"{'rank':>4}  {'model':>5}  {'K':>2}  {'BIC':>8}  {'ICL':>8}  {'log-likelihood':>14}  params"]
+    for i, c in enumerate(cells, 1):
+        lines.append(f"{i:>4}  {c.covariance_type:>5}  {c.n_components:>2}  {c.bic:>8.3f}  {c.icl:>8.3f}  "
+                     f"{c.log_likelihood:>14.3f}  {c.n_parameters:>6}")
     return "\n".join(lines)

@@ -1,18 +1,36 @@
-"""Information criteria for choosing the number of components and covariance type."""
+"""Choosing the number of components and the covariance model: BIC, ICL, AIC and :func:`select`.
+
+Signs follow scikit-learn: ``bic = −2ℓ + p log n`` and ``aic = −2ℓ + 2p``,
+lower is better (mclust reports ``2ℓ − p log n``, higher is better: the same
+number with the sign flipped, see :meth:`Selection.criterion_table`). The
+integrated completed likelihood of Biernacki, Celeux & Govaert (2000), as
+mclust's ``icl()``, adds twice the entropy of the hard assignment,
+``icl = bic − 2 Σ_n log τ_{n, ẑ_n}`` with ``τ`` the responsibilities and
+``ẑ_n`` each row's most probable component, so it penalises overlapping
+components.
+"""
 
 import math
+from typing import NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from jaxgmm.density import score
+from jaxgmm.density import score, weighted_log_prob
+from jaxgmm.fit import fit
+from jaxgmm.models import COVARIANCE_MODELS, get_model
 from jaxgmm.params import GMMParams, n_parameters
+from jaxgmm.validation import check_array, check_sample_weight
+
+CRITERIA = ("bic", "icl", "aic")
 
 
 def bic(params: GMMParams, X: jax.Array) -> jax.Array:
     """Bayesian information criterion, ``-2 log L + p log N`` (lower is better).
 
     ``X (N, D)``; ``p`` is :func:`jaxgmm.n_parameters`. Same definition as
-    scikit-learn's ``GaussianMixture.bic``.
+    scikit-learn's ``GaussianMixture.bic`` (and minus mclust's BIC).
     """
     n_samples = X.shape[0]
     return -2 * score(params, X) * n_samples + n_parameters(params) * math.log(n_samples)
@@ -21,3 +39,249 @@ def bic(params: GMMParams, X: jax.Array) -> jax.Array:
 def aic(params: GMMParams, X: jax.Array) -> jax.Array:
     """Akaike information criterion, ``-2 log L + 2p`` (lower is better); ``X (N, D)``."""
     return -2 * score(params, X) * X.shape[0] + 2 * n_parameters(params)
+
+
+def classification_entropy(params: GMMParams, X: jax.Array, sample_weight=None) -> jax.Array:
+    """``−Σ_n w_n log τ_{n, ẑ_n}``: the entropy term of ICL, ≥ 0; ``X (N, D)``, optional weights ``(N,)``.
+
+    ``τ_nk`` are the responsibilities and ``ẑ_n = argmax_k τ_nk``; computed in
+    log space (``log τ_{n, ẑ_n} = max_k log τ_nk``).
+    """
+    log_resp = jax.nn.log_softmax(weighted_log_prob(params, X), axis=-1)
+    per_row = -jnp.max(log_resp, axis=-1)
+    if sample_weight is None:
+        return jnp.sum(per_row)
+    sample_weight = jnp.asarray(sample_weight, per_row.dtype)
+    return jnp.sum(jnp.where(sample_weight > 0, sample_weight * per_row, 0.0))
+
+
+def icl(params: GMMParams, X: jax.Array) -> jax.Array:
+    """Integrated completed likelihood (lower is better): ``bic + 2 · classification_entropy``.
+
+    mclust's ``icl()`` with scikit-learn's sign; ``X (N, D)``.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> params = jaxgmm.fit(jax.random.key(0), X, 2).params
+    >>> bool(jaxgmm.icl(params, X) >= jaxgmm.bic(params, X))
+    True
+    """
+    return bic(params, X) + 2 * classification_entropy(params, X)
+
+
+class SelectionCell(NamedTuple):
+    """One (covariance model, K) cell of :attr:`Selection.table`.
+
+    Criteria use scikit-learn's sign (lower is better); ``n`` is the number
+    of rows (the sum of the weights where ``sample_weight`` was given). A
+    failed cell (its fit raised, or every restart became non-finite) has NaN
+    numbers and the reason in ``failed``; it never wins.
+    """
+
+    covariance_type: str
+    n_components: int
+    log_likelihood: float  # total Σ_n w_n log p(x_n) of the returned parameters
+    n_parameters: int
+    bic: float
+    icl: float
+    aic: float
+    converged: bool
+    failed: str | None
+
+
+class Selection(NamedTuple):
+    """What :func:`select` returns.
+
+    Attributes
+    ----------
+    best : SelectionCell
+        The cell with the lowest criterion among those that did not fail.
+    params : GMMParams
+        The best cell's fitted parameters.
+    table : list of SelectionCell
+        One row per (model, K), models in the order given, K ascending.
+    fits : dict
+        ``fits[(covariance_type, K)]`` is the cell's :class:`~jaxgmm.FitResult`
+        (``None`` for a failed or skipped cell).
+    criterion : str
+        ``"bic"``, ``"icl"`` or ``"aic"``.
+    """
+
+    best: SelectionCell
+    params: GMMParams
+    table: list
+    fits: dict
+    criterion: str
+
+    @property
+    def covariance_types(self) -> list:
+        return list(dict.fromkeys(cell.covariance_type for cell in self.table))
+
+    @property
+    def n_components(self) -> list:
+        return sorted({cell.n_components for cell in self.table})
+
+    def criterion_table(self, criterion: str | None = None, *, sign: str = "sklearn") -> np.ndarray:
+        """``(len(covariance_types), len(n_components))`` values of a criterion, NaN where failed.
+
+        ``sign="mclust"`` flips it to mclust's convention (``2ℓ − p log n``,
+        higher is better), as mclust's ``mclustBIC`` prints it.
+        """
+        criterion = _check_criterion(criterion or self.criterion)
+        if sign not in ("sklearn", "mclust"):
+            raise ValueError(f"sign must be 'sklearn' or 'mclust'; got {sign!r}.")
+        models, ks = self.covariance_types, self.n_components
+        out = np.full((len(models), len(ks)), np.nan)
+        for cell in self.table:
+            out[models.index(cell.covariance_type), ks.index(cell.n_components)] = getattr(cell, criterion)
+        return -out if sign == "mclust" else out
+
+    def ranked(self) -> list:
+        """Cells that did not fail, best first (by the selection's criterion)."""
+        ok = [cell for cell in self.table if cell.failed is None]
+        return sorted(ok, key=lambda cell: getattr(cell, self.criterion))
+
+
+def _check_criterion(criterion: str) -> str:
+    if criterion not in CRITERIA:
+        raise ValueError(f"Invalid criterion {criterion!r}: expected one of {CRITERIA}.")
+    return criterion
+
+
+def _cell(covariance_type, k, result, X, sample_weight, n_rows) -> SelectionCell:
+    params = result.params
+    log_prob = jax.nn.logsumexp(weighted_log_prob(params, X), axis=-1)
+    w = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    total = float(np.sum(np.where(w > 0, w * np.asarray(log_prob, np.float64), 0.0)))
+    p = n_parameters(covariance_type, k, X.shape[1])
+    bic_value = -2 * total + p * math.log(n_rows)
+    entropy = float(classification_entropy(params, X, sample_weight))
+    failed = None if math.isfinite(total) else "the log-likelihood is not finite"
+    return SelectionCell(covariance_type, k, total, p, bic_value, bic_value + 2 * entropy, -2 * total + 2 * p,
+                         bool(result.converged), failed)
+
+
+def _failed_cell(covariance_type, k, n_features, reason) -> SelectionCell:
+    nan = float("nan")
+    return SelectionCell(covariance_type, k, nan, n_parameters(covariance_type, k, n_features), nan, nan, nan,
+                         False, reason)
+
+
+def select(
+    key: jax.Array,
+    X,
+    n_components: Sequence[int] = range(1, 10),
+    covariance_types: Sequence[str] = COVARIANCE_MODELS,
+    *,
+    criterion: str = "bic",
+    n_init: int = 4,
+    init: str = "kmeans",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    sample_weight=None,
+    progress=None,
+) -> Selection:
+    """Fit every (covariance model, K) and choose by BIC, ICL or AIC, as mclust's ``Mclust()``.
+
+    Every cell is a real fit (:func:`jaxgmm.fit` with its restarts, the same
+    ``key`` for every cell, so a cell equals ``fit(key, X, K,
+    covariance_type=model, ...)`` alone). A cell whose fit fails (a
+    component collapsed, a singular covariance) is marked failed with the
+    reason and never wins; K larger than the number of rows is skipped
+    (failed, as mclust leaves it out). Running the same grid again on data
+    of the same shape recompiles nothing.
+
+    Parameters
+    ----------
+    key : PRNG key
+    X : array-like, shape (N, D)
+    n_components : sequence of int
+        The K to try (default 1..9, mclust's).
+    covariance_types : sequence of str
+        Models to try (default mclust's 14; any of :data:`jaxgmm.COVARIANCE_TYPES`
+        too).
+    criterion : {"bic", "icl", "aic"}
+        Lower is better (scikit-learn's sign).
+    n_init, init, max_iter, tol, reg_covar : as :func:`jaxgmm.fit`.
+        ``init="hc"`` starts every cell from mclust's model-based
+        hierarchical clustering (:mod:`jaxgmm.hc`) instead, one start per
+        cell, as ``Mclust()`` does.
+    sample_weight : array-like, shape (N,), optional
+        The criteria then use the weighted log-likelihood and ``n = Σ w``.
+    progress : callable, optional
+        Called as ``progress(done, total, covariance_type, K)`` after each cell.
+
+    Returns
+    -------
+    Selection
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> sel = jaxgmm.select(jax.random.key(0), jaxgmm.load_faithful(), [1, 2, 3], ["EEE", "VVV"], n_init=2)
+    >>> len(sel.table), sel.criterion_table().shape          # (models, K)
+    (6, (2, 3))
+    >>> sel.best == sel.ranked()[0]
+    True
+    """
+    criterion = _check_criterion(criterion)
+    ks = [int(k) for k in n_components]
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"n_components must be a non-empty sequence of integers >= 1; got {list(n_components)!r}.")
+    models = list(covariance_types)
+    if not models:
+        raise ValueError("covariance_types is empty.")
+    for model in models:
+        get_model(model)
+    X = check_array(X)
+    n_rows, n_features = X.shape
+    weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows, X.dtype)
+    n_effective = n_rows if weights is None else float(np.sum(np.asarray(weights, np.float64)))
+    starts = _hc_starts(X, ks, n_rows) if init == "hc" else None
+    table, fits = [], {}
+    total, done = len(models) * len(ks), 0
+    for model in models:
+        for k in ks:
+            try:
+                if k > n_rows:
+                    raise ValueError(f"K = {k} is larger than the {n_rows} rows")
+                get_model(model).check_n_features(n_features)
+                options = dict(covariance_type=model, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+                               sample_weight=weights)
+                if starts is not None:
+                    result = fit(key, X, k, init=_start_from(X, starts[k], model, reg_covar, weights), **options)
+                else:
+                    result = fit(key, X, k, n_init=n_init, init=init, **options)
+                cell = _cell(model, k, result, X, weights, n_effective)
+            except ValueError as error:
+                result, cell = None, _failed_cell(model, k, n_features, str(error))
+            table.append(cell)
+            fits[(model, k)] = result if cell.failed is None else None
+            done += 1
+            if progress is not None:
+                progress(done, total, model, k)
+    ok = [cell for cell in table if cell.failed is None]
+    if not ok:
+        raise ValueError(f"every fit of the grid failed; the first: {table[0].failed}")
+    best = min(ok, key=lambda cell: getattr(cell, criterion))
+    return Selection(best, fits[(best.covariance_type, best.n_components)].params, table, fits, criterion)
+
+
+def _hc_starts(X, ks, n_rows) -> dict:
+    """mclust's starting responsibilities for each K from one hierarchical tree (``init="hc"``)."""
+    from jaxgmm import hc
+
+    return {k: hc.hc_responsibilities(np.asarray(X, np.float64), k) for k in ks if k <= n_rows}
+
+
+def _start_from(X, responsibilities, model, reg_covar, sample_weight) -> GMMParams:
+    from jaxgmm.init import params_from_responsibilities
+
+    return params_from_responsibilities(X, jnp.asarray(responsibilities, X.dtype), model, reg_covar=reg_covar,
+                                        sample_weight=sample_weight)
+
+
+__all__ = ["CRITERIA", "Selection", "SelectionCell", "aic", "bic", "classification_entropy", "icl", "select"]

@@ -98,11 +98,20 @@ def test_fit_predict_sample_select_end_to_end(blobs):
     weights = np.asarray(saved.model.weights, np.float64)
     np.testing.assert_allclose(np.bincount(nearest, minlength=3) / 6000, weights, atol=0.03)
 
-    # select: the true K has the lowest BIC, the table marks it, the figure is written.
-    out = run("select", "blobs.npy", "--k", "2,3", "--covariance-types", "full", "--plot", "bic.png", cwd=root)
+    # select (the library's select): the true K has the lowest BIC, the table marks it, the best
+    # three are ranked, the figure and the chosen model are written.
+    out = run("select", "blobs.npy", "--k", "2,3", "--covariance-types", "full,VEV", "--plot", "bic.png",
+              "--out", "best.npz", cwd=root)
     assert out.returncode == 0, out.stderr
-    assert "best: K = 3, covariance_type = full" in out.stdout and out.stdout.count("*") == 1
+    assert "best: K = 3, covariance_type = " in out.stdout and out.stdout.count("*") == 1
+    ranking = out.stdout.split("rank")[1].splitlines()[1:4]
+    assert [line.split()[0] for line in ranking] == ["1", "2", "3"]
     assert is_png(root / "bic.png")
+    best = jaxgmm.load(root / "best.npz")
+    assert best.n_components == 3 and best.covariance_type in ("full", "VEV")
+    assert f"{best.covariance_type:>5}   3" in ranking[0]
+    out = run("select", "blobs.npy", "--k", "3", "--covariance-types", "EII", "--criterion", "icl", cwd=root)
+    assert out.returncode == 0 and "ICL (lower is better)" in out.stdout and "(ICL " in out.stdout, out.stderr
 
 
 def test_failures_are_one_line_on_stderr_with_a_non_zero_exit(blobs, tmp_path):
@@ -123,6 +132,8 @@ def test_failures_are_one_line_on_stderr_with_a_non_zero_exit(blobs, tmp_path):
         (("fit", "x.npy", "-k", 0, "--out", "m.npz"), "n_components"),
         (("predict", "model.npz", "x.npy"), "not a valid jaxgmm model file"),
         (("select", "x.npy", "--k", "3-x"), "--k"),
+        (("select", "x.npy", "--covariance-types", "VVX"), "--covariance-types: unknown VVX"),
+        (("select", "x.npy", "--k", "1-400", "--covariance-types", "EII"), "only 370 rows"),
         (("sample", "model.npz", "-n", 0), "-n must be >= 1"),
     ]
     for args, message in cases:

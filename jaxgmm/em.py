@@ -111,6 +111,7 @@ def m_step(
     previous: GMMParams | None = None,
     inner_tol: float | jax.Array | None = None,
     inner_max_iter: int | jax.Array = 100,
+    active: jax.Array | None = None,
 ) -> GMMParams:
     """M-step: the parameters that maximise the expected complete-data log-likelihood.
 
@@ -133,6 +134,12 @@ def m_step(
         The iterative M-steps' inner loop: relative tolerance (default
         ``sqrt(eps)``, as mclust's ``emControl``) and most iterations (both
         traced).
+    active : array of bool, shape (K,), optional
+        Components to estimate; the others are switched off: weight exactly
+        0 and an identity covariance, which the E-step then gives no rows.
+        Default: the components of nonzero weight in ``previous`` (all
+        without it), so a component of weight 0 stays off. This is how one
+        program fits every ``K ≤ K_max`` (:func:`jaxgmm.select`).
 
     Returns
     -------
@@ -149,10 +156,15 @@ def m_step(
     counts = stats.counts + 10 * jnp.finfo(dtype).eps
     delta = stats.sums / counts[:, None]
     means = stats.centers + delta
-    weights = counts / jnp.sum(counts)
+    if active is None and previous is not None:
+        active = previous.weights > 0
+    weights = counts if active is None else jnp.where(active, counts, 0.0)
+    weights = weights / jnp.sum(weights)
     if inner_tol is None:
         inner_tol = jnp.sqrt(jnp.finfo(dtype).eps)
     ml_covariances = model.storage.ml_covariances(stats.scatters, counts, delta)
+    if active is not None:  # switched-off components: a unit covariance, weighted by their 10·eps count
+        ml_covariances = model.storage.switch_off(ml_covariances, active)
     covariances = model.covariance_m_step(
         counts, ml_covariances, means.shape[-1], jnp.asarray(reg_covar, dtype),
         None if previous is None else previous.covariances,

@@ -101,15 +101,19 @@ def _map_fits(fn, xs, n_fits: int, batch_size: int | None):
 )
 def _fit_restarts(
     keys, X, sample_weight, init_params, *, n_components, covariance_type, init, max_iter, tol, reg_covar,
-    block_size=None, fast=False, restart_batch_size=None,
+    block_size=None, fast=False, restart_batch_size=None, n_active=None,
 ) -> FitResult:
-    """Initialise and run EM once per key, ``restart_batch_size`` restarts at a time under ``vmap``; keep the best."""
+    """Initialise and run EM once per key, ``restart_batch_size`` restarts at a time under ``vmap``; keep the best.
+
+    ``n_active`` (traced): use only the first ``n_active`` of the ``n_components`` slots (see
+    :func:`jaxgmm.initialize`).
+    """
 
     def one_restart(key):
         if init_params is None:
             params = initialize(
                 key, X, n_components, covariance_type=covariance_type, method=init,
-                reg_covar=reg_covar, sample_weight=sample_weight,
+                reg_covar=reg_covar, sample_weight=sample_weight, n_active=n_active,
             )
         else:
             params = init_params
@@ -119,6 +123,21 @@ def _fit_restarts(
         )
 
     return _best_of(_map_fits(one_restart, keys, keys.shape[0], restart_batch_size))
+
+
+@partial(jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "restart_batch_size"))
+def _fit_each_k(keys, X, sample_weight, ks, *, n_components, covariance_type, init, max_iter, tol, reg_covar,
+                restart_batch_size=None) -> FitResult:
+    """One compiled program for every ``K`` in ``ks`` (traced, ``(n_k,)`` ints ≤ ``n_components``): the fit
+    of each with ``n_components`` slots, those from ``K`` on switched off; leaves get a leading ``(n_k,)`` axis."""
+
+    def one_k(k):
+        return _fit_restarts(
+            keys, X, sample_weight, None, n_components=n_components, covariance_type=covariance_type, init=init,
+            max_iter=max_iter, tol=tol, reg_covar=reg_covar, restart_batch_size=restart_batch_size, n_active=k,
+        )
+
+    return jax.lax.map(one_k, ks)
 
 
 def _check_key(key) -> jax.Array:

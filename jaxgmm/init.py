@@ -12,6 +12,13 @@ Random choices of rows are made by inverting the cumulative weights with a
 scalar uniform draw, so rows of weight 0 appended as padding never change
 which rows are picked: a padded data set initialises exactly like the
 unpadded one (what makes ``fit_many`` equal to separate fits).
+
+Every method also takes ``n_active`` (traced): only the first ``n_active``
+of the ``K`` components are used and the others get weight exactly 0, which
+EM keeps switched off. Random draws are keyed per component
+(``fold_in(key, k)``), so ``K`` slots with ``n_active = k`` initialise as
+``k`` components do — what lets :func:`jaxgmm.select` fit every K of a
+model in one compiled program.
 """
 
 from functools import partial
@@ -50,15 +57,16 @@ def _squared_distances(X, centers):
     return jnp.maximum(d2, 0.0)
 
 
-def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int, sample_weight=None) -> jax.Array:
+def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int, sample_weight=None, n_active=None) -> jax.Array:
     """k-means++ seeding (Arthur & Vassilvitskii, 2007): centres ``(K, D)``.
 
     The first centre is a row drawn in proportion to its weight, each next one
     in proportion to weight × squared distance to the nearest chosen centre.
+    With ``n_active``, centres from ``n_active`` on repeat the first (unused).
     """
     w = _weights_or_ones(X, sample_weight)
-    keys = jax.random.split(key, n_clusters)
-    first = X[_choose_row(keys[0], w)]
+    n_active = n_clusters if n_active is None else n_active
+    first = X[_choose_row(jax.random.fold_in(key, 0), w)]
     centers = jnp.zeros((n_clusters, X.shape[1]), X.dtype).at[0].set(first)
     closest = jnp.sum((X - first) ** 2, axis=1)
 
@@ -68,7 +76,7 @@ def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int, sample_weight
         # Once every positive-weight row is a centre (K = number of distinct
         # points) all distances are 0: fall back to drawing by weight.
         scores = jnp.where(jnp.sum(scores) > 0, scores, w)
-        new = X[_choose_row(keys[i], scores)]
+        new = jnp.where(i < n_active, X[_choose_row(jax.random.fold_in(key, i), scores)], first)
         closest = jnp.minimum(closest, jnp.sum((X - new) ** 2, axis=1))
         return centers.at[i].set(new), closest
 
@@ -78,23 +86,30 @@ def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int, sample_weight
 
 @float32_matmuls
 def kmeans(
-    key: jax.Array, X: jax.Array, n_clusters: int, sample_weight=None, *, max_iter: int = 100, tol: float = 1e-4
+    key: jax.Array, X: jax.Array, n_clusters: int, sample_weight=None, *, max_iter: int = 100, tol: float = 1e-4,
+    n_active=None,
 ) -> tuple[jax.Array, jax.Array]:
     """Weighted k-means: k-means++ seeding, then Lloyd iterations until no centre moves.
 
     Returns ``(centers (K, D), labels (N,))``. A cluster left empty keeps its
     previous centre. Stops when the largest squared centre shift is below
     ``tol`` times the mean feature variance (scikit-learn's tolerance rule) or
-    after ``max_iter`` iterations.
+    after ``max_iter`` iterations. With ``n_active``, only the first
+    ``n_active`` centres take rows.
     """
     w = _weights_or_ones(X, sample_weight)
-    centers = kmeans_plusplus(key, X, n_clusters, w)
+    centers = kmeans_plusplus(key, X, n_clusters, w, n_active)
+    unused = jnp.arange(n_clusters) >= (n_clusters if n_active is None else n_active)
+
+    def nearest(centers):
+        return jnp.argmin(jnp.where(unused, jnp.inf, _squared_distances(X, centers)), axis=1)
+
     mean = jnp.sum(w[:, None] * X, axis=0) / jnp.sum(w)
     variance = jnp.sum(w[:, None] * (X - mean) ** 2, axis=0) / jnp.sum(w)
     threshold = tol * jnp.mean(variance)
 
     def lloyd(centers):
-        labels = jnp.argmin(_squared_distances(X, centers), axis=1)
+        labels = nearest(centers)
         onehot = jax.nn.one_hot(labels, n_clusters, dtype=X.dtype) * w[:, None]
         counts = jnp.sum(onehot, axis=0)
         sums = onehot.T @ X
@@ -111,54 +126,64 @@ def kmeans(
         return i + 1, new, jnp.max(jnp.sum((new - centers) ** 2, axis=1))
 
     _, centers, _ = jax.lax.while_loop(cond, body, (0, centers, jnp.asarray(jnp.inf, X.dtype)))
-    labels = jnp.argmin(_squared_distances(X, centers), axis=1)
-    return centers, labels
+    return centers, nearest(centers)
 
 
-def _random_responsibilities(key, X, n_components):
-    # One key per row (fold_in by index), so a row's draw does not depend on N.
-    rows = jnp.arange(X.shape[0])
-    u = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (n_components,), X.dtype))(rows)
+def _random_responsibilities(key, X, n_components, active):
+    # One key per row and component (fold_in by index), so a draw depends on neither N nor K.
+    rows, components = jnp.arange(X.shape[0]), jnp.arange(n_components)
+
+    def draw(i, k):
+        return jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, i), k), (), X.dtype)
+
+    u = jnp.where(active, jax.vmap(lambda i: jax.vmap(lambda k: draw(i, k))(components))(rows), 0.0)
     return u / jnp.sum(u, axis=1, keepdims=True)
 
 
-def _random_from_data_responsibilities(key, X, n_components, w):
-    keys = jax.random.split(key, n_components)
-
+def _random_from_data_responsibilities(key, X, n_components, w, active):
     def pick(i, carry):
         resp, available = carry
-        index = _choose_row(keys[i], w * available)
-        return resp.at[index, i].set(1.0), available.at[index].set(0.0)
+        index = _choose_row(jax.random.fold_in(key, i), w * available)
+        keep = active[i]
+        return (jnp.where(keep, resp.at[index, i].set(1.0), resp),
+                jnp.where(keep, available.at[index].set(0.0), available))
 
     resp = jnp.zeros((X.shape[0], n_components), X.dtype)
     resp, _ = jax.lax.fori_loop(0, n_components, pick, (resp, jnp.ones_like(w)))
     return resp
 
 
+def _active(n_components: int, n_active) -> jax.Array:
+    """``(K,)`` bool: the first ``n_active`` components (all without it)."""
+    return jnp.arange(n_components) < (n_components if n_active is None else n_active)
+
+
 def initial_responsibilities(
-    key: jax.Array, X: jax.Array, n_components: int, method: str = "kmeans", sample_weight=None
+    key: jax.Array, X: jax.Array, n_components: int, method: str = "kmeans", sample_weight=None, n_active=None
 ) -> jax.Array:
-    """Initial responsibilities ``(N, K)`` for one of :data:`INIT_METHODS`."""
+    """Initial responsibilities ``(N, K)`` for one of :data:`INIT_METHODS` (columns from ``n_active`` on are 0)."""
     w = _weights_or_ones(X, sample_weight)
+    active = _active(n_components, n_active)
     if method == "kmeans":
-        _, labels = kmeans(key, X, n_components, w)
+        _, labels = kmeans(key, X, n_components, w, n_active=n_active)
         return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
     if method == "k-means++":
-        centers = kmeans_plusplus(key, X, n_components, w)
-        labels = jnp.argmin(_squared_distances(X, centers), axis=1)
+        centers = kmeans_plusplus(key, X, n_components, w, n_active)
+        labels = jnp.argmin(jnp.where(active, _squared_distances(X, centers), jnp.inf), axis=1)
         return jax.nn.one_hot(labels, n_components, dtype=X.dtype)
     if method == "random":
-        return _random_responsibilities(key, X, n_components)
+        return _random_responsibilities(key, X, n_components, active)
     if method == "random_from_data":
-        return _random_from_data_responsibilities(key, X, n_components, w)
+        return _random_from_data_responsibilities(key, X, n_components, w, active)
     raise ValueError(f"Invalid init method {method!r}: expected one of {INIT_METHODS}.")
 
 
 @float32_matmuls
 def params_from_responsibilities(
-    X: jax.Array, resp: jax.Array, covariance_type: str, *, reg_covar=1e-6, sample_weight=None
+    X: jax.Array, resp: jax.Array, covariance_type: str, *, reg_covar=1e-6, sample_weight=None, n_active=None
 ) -> GMMParams:
-    """One M-step from responsibilities ``resp (N, K)`` (scikit-learn's ``_initialize``)."""
+    """One M-step from responsibilities ``resp (N, K)`` (scikit-learn's ``_initialize``); components from
+    ``n_active`` on get weight 0 (switched off)."""
     w = _weights_or_ones(X, sample_weight)
     weighted_resp = resp * w[:, None]
     counts = jnp.sum(weighted_resp, axis=0)
@@ -169,7 +194,8 @@ def params_from_responsibilities(
         counts[:, None] > 0, (weighted_resp.T @ X) / jnp.maximum(counts, 1e-30)[:, None], data_mean
     )
     stats = stats_from_responsibilities(X, weighted_resp, centers, covariance_type)
-    return m_step(stats, reg_covar=reg_covar)
+    active = None if n_active is None else _active(resp.shape[1], n_active)
+    return m_step(stats, reg_covar=reg_covar, active=active)
 
 
 @partial(jit, static_argnames=("n_components", "covariance_type", "method"))
@@ -182,6 +208,7 @@ def initialize(
     method: str = "kmeans",
     reg_covar=1e-6,
     sample_weight=None,
+    n_active=None,
 ) -> GMMParams:
     """Initial parameters for EM.
 
@@ -195,6 +222,9 @@ def initialize(
     method : {"kmeans", "k-means++", "random", "random_from_data"}
     reg_covar : float
     sample_weight : array, shape (N,), optional
+    n_active : int, optional
+        Use only the first ``n_active`` components (traced); the others get
+        weight exactly 0 and stay switched off in EM.
 
     Returns
     -------
@@ -204,5 +234,6 @@ def initialize(
     :meth:`GMMParams.from_arrays` and pass them to :func:`jaxgmm.em_loop` (or
     as ``init=`` to :func:`jaxgmm.fit`).
     """
-    resp = initial_responsibilities(key, X, n_components, method, sample_weight)
-    return params_from_responsibilities(X, resp, covariance_type, reg_covar=reg_covar, sample_weight=sample_weight)
+    resp = initial_responsibilities(key, X, n_components, method, sample_weight, n_active)
+    return params_from_responsibilities(X, resp, covariance_type, reg_covar=reg_covar, sample_weight=sample_weight,
+                                        n_active=n_active)

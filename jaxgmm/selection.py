@@ -186,13 +186,16 @@ def select(
 ) -> Selection:
     """Fit every (covariance model, K) and choose by BIC, ICL or AIC, as mclust's ``Mclust()``.
 
-    Every cell is a real fit (:func:`jaxgmm.fit` with its restarts, the same
-    ``key`` for every cell, so a cell equals ``fit(key, X, K,
-    covariance_type=model, ...)`` alone). A cell whose fit fails (a
-    component collapsed, a singular covariance) is marked failed with the
-    reason and never wins; K larger than the number of rows is skipped
-    (failed, as mclust leaves it out). Running the same grid again on data
-    of the same shape recompiles nothing.
+    Every cell is a real fit with its restarts, the same ``key`` for every
+    cell, so a cell equals ``fit(key, X, K, covariance_type=model, ...)``
+    alone (to rounding). All K of a model run in **one compiled program**:
+    ``max(K)`` component slots, those from ``K`` on switched off (weight
+    exactly 0, which EM keeps; see :func:`jaxgmm.m_step`), so a grid
+    compiles once per model, not once per cell, and running it again on
+    data of the same shape recompiles nothing. A cell whose fit fails (its
+    log-likelihood became non-finite) is marked failed with the reason and
+    never wins; K larger than the number of rows is skipped (failed, as
+    mclust leaves it out).
 
     Parameters
     ----------
@@ -208,7 +211,7 @@ def select(
     n_init, init, max_iter, tol, reg_covar : as :func:`jaxgmm.fit`.
         ``init="hc"`` starts every cell from mclust's model-based
         hierarchical clustering (:mod:`jaxgmm.hc`) instead, one start per
-        cell, as ``Mclust()`` does.
+        cell, as ``Mclust()`` does (one program per cell).
     sample_weight : array-like, shape (N,), optional
         The criteria then use the weighted log-likelihood and ``n = Σ w``.
     progress : callable, optional
@@ -240,24 +243,35 @@ def select(
     n_rows, n_features = X.shape
     weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows, X.dtype)
     n_effective = n_rows if weights is None else float(np.sum(np.asarray(weights, np.float64)))
+    n_positive = n_rows if weights is None else int(np.count_nonzero(np.asarray(weights) > 0))
     starts = _hc_starts(X, ks, n_rows) if init == "hc" else None
     table, fits = [], {}
     total, done = len(models) * len(ks), 0
     for model in models:
-        for k in ks:
-            try:
-                if k > n_rows:
-                    raise ValueError(f"K = {k} is larger than the {n_rows} rows")
-                get_model(model).check_n_features(n_features)
+        try:
+            get_model(model).check_n_features(n_features)
+            usable = [k for k in ks if k <= n_positive]
+            if starts is not None:
                 options = dict(covariance_type=model, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
                                sample_weight=weights)
-                if starts is not None:
-                    result = fit(key, X, k, init=_start_from(X, starts[k], model, reg_covar, weights), **options)
-                else:
-                    result = fit(key, X, k, n_init=n_init, init=init, **options)
+                results = {k: _fit_or_none(key, X, k, init=_start_from(X, starts[k], model, reg_covar, weights),
+                                           **options) for k in usable}
+            else:
+                results = _fit_grid(key, X, weights, usable, model, n_init=n_init, init=init, max_iter=max_iter,
+                                    tol=tol, reg_covar=reg_covar)
+            reasons = {}
+        except ValueError as error:  # the model cannot be fitted at all (mclust's E/V on several features)
+            results, reasons = {}, {k: str(error) for k in ks}
+        for k in ks:
+            result = results.get(k)
+            if result is None:
+                if k in results:
+                    reasons[k] = ("the log-likelihood became non-finite (a component collapsed onto a point or "
+                                  "a subspace); increase reg_covar")
+                cell = _failed_cell(model, k, n_features, reasons.get(
+                    k, f"K = {k} is larger than the {n_positive} rows with positive weight"))
+            else:
                 cell = _cell(model, k, result, X, weights, n_effective)
-            except ValueError as error:
-                result, cell = None, _failed_cell(model, k, n_features, str(error))
             table.append(cell)
             fits[(model, k)] = result if cell.failed is None else None
             done += 1
@@ -268,6 +282,52 @@ def select(
         raise ValueError(f"every fit of the grid failed; the first: {table[0].failed}")
     best = min(ok, key=lambda cell: getattr(cell, criterion))
     return Selection(best, fits[(best.covariance_type, best.n_components)].params, table, fits, criterion)
+
+
+def _first_components(params: GMMParams, k: int) -> GMMParams:
+    """The first ``k`` components of parameters with any leading batch axes (the rest have weight 0)."""
+    storage = params.model.storage
+    component_axis = params.covariances.ndim - len(storage.shape(1, params.n_features))
+    take = (lambda a: a) if not storage.per_component else (
+        lambda a: jax.lax.slice_in_dim(a, 0, k, axis=component_axis))
+    return GMMParams(params.weights[..., :k], params.means[..., :k, :], take(params.covariances),
+                     params.covariance_type)
+
+
+def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_covar) -> dict:
+    """Every K of one model in one compiled program (the slots from K on switched off); ``{K: FitResult}``.
+
+    The same restarts as ``fit(key, X, K, ...)``: the same keys, and random draws keyed per component,
+    so each cell is that fit (to rounding: the E-step's form can depend on the number of slots).
+    """
+    from jaxgmm.fit import FitResult, _check_options, _fit_each_k
+
+    if not ks:
+        return {}
+    for k in ks:
+        _check_options(k, model, n_init, init, max_iter, tol, reg_covar)
+    stacked = _fit_each_k(
+        jax.random.split(key, n_init), X, weights, jnp.asarray(ks, jnp.int32), n_components=max(ks),
+        covariance_type=model, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+    )
+    out = {}
+    for i, k in enumerate(ks):
+        cell = jax.tree.map(lambda leaf: leaf[i], stacked)
+        restarts = cell.restarts._replace(params=_first_components(cell.restarts.params, k))
+        result = FitResult(_first_components(cell.params, k), cell.log_likelihood, cell.n_iter, cell.converged,
+                           cell.history, restarts, cell.best_index)
+        out[k] = result if bool(jnp.isfinite(result.log_likelihood)) else None
+    return out
+
+
+def _fit_or_none(key, X, k, **options):
+    """:func:`jaxgmm.fit`, or ``None`` where every restart became non-finite."""
+    try:
+        return fit(key, X, k, **options)
+    except ValueError as error:
+        if "non-finite" not in str(error):
+            raise
+        return None
 
 
 def _hc_starts(X, ks, n_rows) -> dict:

@@ -131,6 +131,18 @@ class Storage:
         diagonal = jnp.diagonal(matrices, axis1=-2, axis2=-1)
         return diagonal if self.kind == "diag" else jnp.mean(diagonal, axis=-1)
 
+    def switch_off(self, covariances: jax.Array, active: jax.Array) -> jax.Array:
+        """The identity in place of the covariances of components not ``active (K,)`` (``tied``:
+        unchanged, it has no per-component part)."""
+        if not self.per_component:
+            return covariances
+        identity = self.add_to_diagonal(jnp.zeros_like(covariances), 1.0)
+        return jnp.where(active.reshape((-1,) + (1,) * (covariances.ndim - 1)), covariances, identity)
+
+    def take_components(self, covariances, n_components: int):
+        """The covariances of the first ``n_components`` components."""
+        return covariances[:n_components] if self.per_component else covariances
+
     def add_to_diagonal(self, covariances: jax.Array, value) -> jax.Array:
         """``Σ + value·I`` in this layout."""
         if self.is_matrix:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgmm.em import EMResult, em_loop
-from jaxgmm.init import INIT_METHODS, initialize
+from jaxgmm.init import INIT_METHODS, initialize, params_from_responsibilities
 from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams, check_covariance_type
 from jaxgmm.validation import (
@@ -126,18 +126,27 @@ def _fit_restarts(
 
 
 @partial(jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "restart_batch_size"))
-def _fit_each_k(keys, X, sample_weight, ks, *, n_components, covariance_type, init, max_iter, tol, reg_covar,
-                restart_batch_size=None) -> FitResult:
+def _fit_each_k(keys, X, sample_weight, ks, start_resp=None, *, n_components, covariance_type, init, max_iter,
+                tol, reg_covar, restart_batch_size=None) -> FitResult:
     """One compiled program for every ``K`` in ``ks`` (traced, ``(n_k,)`` ints ≤ ``n_components``): the fit
-    of each with ``n_components`` slots, those from ``K`` on switched off; leaves get a leading ``(n_k,)`` axis."""
+    of each with ``n_components`` slots, those from ``K`` on switched off; leaves get a leading ``(n_k,)`` axis.
 
-    def one_k(k):
+    ``start_resp (n_k, N, n_components)``, optional: each K's starting responsibilities (zero columns
+    from K on) instead of the initialiser — one M-step from them, then EM (``init`` is then ignored).
+    """
+
+    def one_k(args):
+        k, resp = args
+        start = None
+        if resp is not None:
+            start = params_from_responsibilities(X, resp, covariance_type, reg_covar=reg_covar,
+                                                 sample_weight=sample_weight, n_active=k)
         return _fit_restarts(
-            keys, X, sample_weight, None, n_components=n_components, covariance_type=covariance_type, init=init,
+            keys, X, sample_weight, start, n_components=n_components, covariance_type=covariance_type, init=init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar, restart_batch_size=restart_batch_size, n_active=k,
         )
 
-    return jax.lax.map(one_k, ks)
+    return jax.lax.map(one_k, (ks, start_resp))
 
 
 def _check_key(key) -> jax.Array:

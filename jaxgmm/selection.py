@@ -211,7 +211,7 @@ def select(
     n_init, init, max_iter, tol, reg_covar : as :func:`jaxgmm.fit`.
         ``init="hc"`` starts every cell from mclust's model-based
         hierarchical clustering (:mod:`jaxgmm.hc`) instead, one start per
-        cell, as ``Mclust()`` does (one program per cell).
+        cell, as ``Mclust()`` does.
     sample_weight : array-like, shape (N,), optional
         The criteria then use the weighted log-likelihood and ``n = Σ w``.
     progress : callable, optional
@@ -244,21 +244,17 @@ def select(
     weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows, X.dtype)
     n_effective = n_rows if weights is None else float(np.sum(np.asarray(weights, np.float64)))
     n_positive = n_rows if weights is None else int(np.count_nonzero(np.asarray(weights) > 0))
-    starts = _hc_starts(X, ks, n_rows) if init == "hc" else None
+    tree = _hc_tree(X) if init == "hc" else None
     table, fits = [], {}
     total, done = len(models) * len(ks), 0
     for model in models:
         try:
             get_model(model).check_n_features(n_features)
             usable = [k for k in ks if k <= n_positive]
-            if starts is not None:
-                options = dict(covariance_type=model, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                               sample_weight=weights)
-                results = {k: _fit_or_none(key, X, k, init=_start_from(X, starts[k], model, reg_covar, weights),
-                                           **options) for k in usable}
-            else:
-                results = _fit_grid(key, X, weights, usable, model, n_init=n_init, init=init, max_iter=max_iter,
-                                    tol=tol, reg_covar=reg_covar)
+            starts = None if tree is None else _hc_starts(X, usable, model, tree)
+            results = _fit_grid(key, X, weights, usable, model, n_init=1 if starts else n_init,
+                                init="kmeans" if starts else init, max_iter=max_iter, tol=tol,
+                                reg_covar=reg_covar, starts=starts)
             reasons = {}
         except ValueError as error:  # the model cannot be fitted at all (mclust's E/V on several features)
             results, reasons = {}, {k: str(error) for k in ks}
@@ -294,7 +290,7 @@ def _first_components(params: GMMParams, k: int) -> GMMParams:
                      params.covariance_type)
 
 
-def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_covar) -> dict:
+def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_covar, starts=None) -> dict:
     """Every K of one model in one compiled program (the slots from K on switched off); ``{K: FitResult}``.
 
     The same restarts as ``fit(key, X, K, ...)``: the same keys, and random draws keyed per component,
@@ -306,8 +302,12 @@ def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_co
         return {}
     for k in ks:
         _check_options(k, model, n_init, init, max_iter, tol, reg_covar)
+    k_max = max(ks)
+    start_resp = None
+    if starts is not None:  # each K's responsibilities, zero-padded to k_max slots
+        start_resp = jnp.asarray(np.stack([np.pad(starts[k], ((0, 0), (0, k_max - k))) for k in ks]), X.dtype)
     stacked = _fit_each_k(
-        jax.random.split(key, n_init), X, weights, jnp.asarray(ks, jnp.int32), n_components=max(ks),
+        jax.random.split(key, n_init), X, weights, jnp.asarray(ks, jnp.int32), start_resp, n_components=k_max,
         covariance_type=model, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
     )
     out = {}
@@ -320,28 +320,19 @@ def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_co
     return out
 
 
-def _fit_or_none(key, X, k, **options):
-    """:func:`jaxgmm.fit`, or ``None`` where every restart became non-finite."""
-    try:
-        return fit(key, X, k, **options)
-    except ValueError as error:
-        if "non-finite" not in str(error):
-            raise
-        return None
-
-
-def _hc_starts(X, ks, n_rows) -> dict:
-    """mclust's starting responsibilities for each K from one hierarchical tree (``init="hc"``)."""
+def _hc_tree(X):
+    """mclust's hierarchical clustering tree of ``X`` (``init="hc"``), built once for every cell."""
     from jaxgmm import hc
 
-    return {k: hc.hc_responsibilities(np.asarray(X, np.float64), k) for k in ks if k <= n_rows}
+    return hc.hc_start(np.asarray(X, np.float64))
 
 
-def _start_from(X, responsibilities, model, reg_covar, sample_weight) -> GMMParams:
-    from jaxgmm.init import params_from_responsibilities
+def _hc_starts(X, ks, model, tree) -> dict:
+    """Each K's starting responsibilities from the tree, as ``mclustBIC`` (on a subset of more than
+    2,000 rows they come from one M-step of ``model`` and an E-step on all rows)."""
+    from jaxgmm import hc
 
-    return params_from_responsibilities(X, jnp.asarray(responsibilities, X.dtype), model, reg_covar=reg_covar,
-                                        sample_weight=sample_weight)
+    return {k: hc.hc_responsibilities(np.asarray(X, np.float64), k, covariance_type=model, start=tree) for k in ks}
 
 
 __all__ = ["CRITERIA", "Selection", "SelectionCell", "aic", "bic", "classification_entropy", "icl", "select"]

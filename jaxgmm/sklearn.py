@@ -15,6 +15,14 @@ and passes scikit-learn's estimator checks. The differences:
 * ``verbose`` messages are printed after the parallel run, from its history
   (per-iteration times are the run's average).
 
+Errors that scikit-learn raises for bad ``*_init`` arrays, too few samples or
+a fit whose covariances became ill-defined carry scikit-learn's words (so code
+matching them keeps working), some followed by jaxgmm's detail. The private
+methods that scikit-learn's own tests and subclasses use exist too:
+``_get_parameters``, ``_set_parameters``, ``_initialize(X, resp)`` and
+``_n_parameters``. ``tests/test_sklearn_own_tests.py`` runs scikit-learn's own
+test files against this class.
+
 Precision: JAX computes in float32 unless ``jax_enable_x64`` is on. float64
 input is then fitted in float32 and the fitted attributes are cast back to
 float64 (so they carry float32 accuracy); with ``jax_enable_x64`` float64
@@ -34,6 +42,7 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, DensityMixin
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.utils import check_array as sklearn_check_array
     from sklearn.utils import check_random_state
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -41,8 +50,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from jaxgmm import density
 from jaxgmm.em import EMResult, em_loop
-from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _map_fits, _raise_if_failed
-from jaxgmm.init import INIT_METHODS, initialize
+from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _map_fits
+from jaxgmm.init import INIT_METHODS, initialize, params_from_responsibilities
 from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams, check_covariance_type, covariance_shape, n_parameters
 from jaxgmm.sampling import sample as _sample
@@ -51,12 +60,87 @@ from jaxgmm.validation import (
     check_n_components,
     check_nonnegative,
     check_params,
-    check_positive_definite,
     check_positive_int,
     check_sample_weight,
     float_dtype,
 )
 from jaxgmm.xla_options import jit
+
+_MIN_SAMPLE_BUCKET = 16  # GaussianMixture.sample draws at least this many (then keeps n_samples)
+
+
+# scikit-learn's messages (sklearn/mixture/_base.py and _gaussian_mixture.py), word for word: code that
+# matches them, scikit-learn's own tests among it, works with this class too.
+ILL_DEFINED_COVARIANCE = (
+    "Fitting the mixture model failed because some components have ill-defined empirical covariance "
+    "(for instance caused by singleton or collapsed samples). Try to decrease the number of components, "
+    "increase reg_covar, or scale the input data."
+)
+FLOAT32_ACCURACY = " The numerical accuracy can also be improved by passing float64 data instead of float32."
+
+
+def _check_shape(array: np.ndarray, shape: tuple, name: str) -> None:
+    """scikit-learn's ``_check_shape``."""
+    if array.shape != shape:
+        raise ValueError(f"The parameter '{name}' should have the shape of {shape}, but got {array.shape}")
+
+
+def _init_array(value, name: str, allow_nd: bool = False) -> np.ndarray:
+    """A ``*_init`` array checked as scikit-learn checks it (float64 or float32; NaN, inf rejected)."""
+    try:
+        return sklearn_check_array(value, dtype=[np.float64, np.float32], ensure_2d=False, allow_nd=allow_nd)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (in {name})") from None
+
+
+def check_weights_init(weights, n_components: int) -> np.ndarray:
+    """scikit-learn's ``_check_weights``: shape ``(K,)``, values in [0, 1], summing to 1 (to 1e-6; scikit-learn
+    asks 1e-8 of float64 weights); returns float64."""
+    weights = _init_array(weights, "weights_init")
+    _check_shape(weights, (n_components,), "weights")
+    low, high = float(np.min(weights)), float(np.max(weights))
+    if low < 0.0 or high > 1.0:
+        # scikit-learn's text labels the minimum "max value" and the maximum "min value"; kept as is.
+        raise ValueError(
+            f"The parameter 'weights' should be in the range [0, 1], but got max value {low:.5f}, min value "
+            f"{high:.5f} (weights_init ranges from {low:.6g} to {high:.6g})"
+        )
+    # scikit-learn allows 1e-8 for float64 weights; 1e-6 here accepts float32 weights cast to float64 too.
+    atol = 1e-6
+    if not abs(1.0 - float(np.sum(weights))) <= atol:
+        raise ValueError(
+            f"The parameter 'weights' should be normalized, but got sum(weights) = {np.sum(weights):.5f} "
+            f"(weights_init must sum to 1 within {atol:g})"
+        )
+    return weights.astype(np.float64)
+
+
+def check_means_init(means, n_components: int, n_features: int) -> np.ndarray:
+    """scikit-learn's ``_check_means``: shape ``(K, D)``, finite; returns float64."""
+    means = _init_array(means, "means_init")
+    _check_shape(means, (n_components, n_features), "means")
+    return means.astype(np.float64)
+
+
+def check_precisions_init(precisions, covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
+    """scikit-learn's ``_check_precisions`` for any covariance type (by its storage layout): shape as the
+    covariances; symmetric positive definite matrices (``full``, ``tied`` layouts) or positive values;
+    returns float64."""
+    layout = get_model(covariance_type).storage
+    precisions = _init_array(precisions, "precisions_init", allow_nd=layout.kind == "full")
+    _check_shape(precisions, covariance_shape(covariance_type, n_components, n_features),
+                 f"{covariance_type} precision")
+    if layout.is_matrix:
+        for k, matrix in enumerate(precisions.reshape((-1, n_features, n_features))):
+            if not (np.all(np.isclose(matrix, matrix.T)) and np.all(np.linalg.eigvalsh(matrix) > 0.0)):
+                where = "" if layout.kind == "tied" else f"[{k}]"
+                raise ValueError(
+                    f"'{covariance_type} precision' should be symmetric, positive-definite "
+                    f"(precisions_init{where} is not)"
+                )
+    elif np.any(precisions <= 0.0):
+        raise ValueError(f"'{covariance_type} precision' should be positive")
+    return precisions.astype(np.float64)
 
 
 def key_from_random_state(random_state) -> jax.Array:
@@ -206,36 +290,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.init_params not in INIT_METHODS:
             raise ValueError(f"Invalid init_params {self.init_params!r}: expected one of {INIT_METHODS}.")
 
-    def _given_initial_arrays(self, n_features: int) -> dict:
-        """The user's ``*_init`` arrays, validated, as float64 numpy (``None`` where not given)."""
-        k, cov_type = self.n_components, self.covariance_type
+    def _given_initial_arrays(self, n_features: int, n_components: int | None = None) -> dict:
+        """The user's ``*_init`` arrays, checked as scikit-learn checks them (its messages), as float64
+        numpy (``None`` where not given); ``precisions_init`` is returned as ``covariances``."""
+        k = self.n_components if n_components is None else n_components
         given = dict(weights=None, means=None, covariances=None)
         if self.weights_init is not None:
-            weights = np.array(self.weights_init, dtype=np.float64)
-            if weights.shape != (k,):
-                raise ValueError(f"weights_init must have shape ({k},); got {weights.shape}.")
-            if not np.all(np.isfinite(weights)) or np.any(weights < 0) or abs(weights.sum() - 1) > 1e-6:
-                raise ValueError(f"weights_init must be non-negative and sum to 1; they sum to {weights.sum():.8g}.")
-            given["weights"] = weights
+            given["weights"] = check_weights_init(self.weights_init, k)
         if self.means_init is not None:
-            means = np.array(self.means_init, dtype=np.float64)
-            if means.shape != (k, n_features):
-                raise ValueError(f"means_init must have shape {(k, n_features)}; got {means.shape}.")
-            if not np.all(np.isfinite(means)):
-                raise ValueError("means_init contains NaN or infinite values.")
-            given["means"] = means
+            given["means"] = check_means_init(self.means_init, k, n_features)
         if self.precisions_init is not None:
-            precisions = np.array(self.precisions_init, dtype=np.float64)
-            expected = covariance_shape(cov_type, k, n_features)
-            if precisions.shape != expected:
-                raise ValueError(
-                    f"precisions_init for covariance_type={cov_type!r} must have shape {expected}; "
-                    f"got {precisions.shape}."
-                )
-            if not np.all(np.isfinite(precisions)):
-                raise ValueError("precisions_init contains NaN or infinite values.")
-            check_positive_definite(precisions, cov_type, "precisions_init")
-            given["covariances"] = covariances_from_precisions(precisions, cov_type)
+            precisions = check_precisions_init(self.precisions_init, self.covariance_type, k, n_features)
+            given["covariances"] = covariances_from_precisions(precisions, self.covariance_type)
         return given
 
     def _params(self) -> GMMParams:
@@ -279,6 +345,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         self._check_hyperparameters()
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {X.shape[0]}"
+            )
         out_dtype = X.dtype
         Xj = check_array(X, min_samples=self.n_components)
         weights = check_sample_weight(sample_weight, X.shape[0], Xj.dtype, min_positive=self.n_components)
@@ -292,15 +363,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         else:
             result, n_runs = self._fresh_fit(Xj, weights, given, settings)
         elapsed = time.perf_counter() - start
-        if self.max_iter > 0:
-            _raise_if_failed(result, "EM")
+        params, n_iter = result.params, int(result.n_iter)
+        fitted = dict(
+            weights_=np.asarray(params.weights, out_dtype), means_=np.asarray(params.means, out_dtype),
+            covariances_=np.asarray(params.covariances, out_dtype),
+            precisions_cholesky_=np.asarray(params.precisions_cholesky, out_dtype),
+        )
+        self._check_finite_fit(fitted, result, out_dtype, Xj.dtype)
         self._print_verbose(result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
 
-        params, n_iter = result.params, int(result.n_iter)
-        self.weights_ = np.asarray(params.weights, out_dtype)
-        self.means_ = np.asarray(params.means, out_dtype)
-        self.covariances_ = np.asarray(params.covariances, out_dtype)
-        self.precisions_cholesky_ = np.asarray(params.precisions_cholesky, out_dtype)
+        for name, value in fitted.items():
+            setattr(self, name, value)
         self.precisions_ = np.asarray(params.precisions, out_dtype)
         self.converged_ = bool(result.converged)
         self.n_iter_ = n_iter
@@ -314,6 +387,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             )
         # A final E-step with the fitted parameters, so fit_predict(X) == fit(X).predict(X).
         return np.asarray(density.predict(self._params(), Xj))
+
+    def _check_finite_fit(self, fitted, result, out_dtype, compute_dtype):
+        """scikit-learn's error for a fit whose parameters (or, after EM, log-likelihood) are not finite,
+        where scikit-learn fails to factor a covariance."""
+        values = list(fitted.values()) + ([np.asarray(result.log_likelihood)] if self.max_iter > 0 else [])
+        if all(np.all(np.isfinite(v)) for v in values):
+            return
+        message = ILL_DEFINED_COVARIANCE + (FLOAT32_ACCURACY if out_dtype == np.float32 else "")
+        detail = " (jaxgmm: the log-likelihood or parameters became non-finite"
+        if out_dtype == np.float64 and compute_dtype == np.float32:
+            detail += "; the fit ran in float32, set jax_enable_x64 to fit float64 data in float64"
+        raise ValueError(message + detail + ".)")
 
     def _fresh_fit(self, Xj, weights, given, settings):
         """Initialise and run EM; returns ``(FitResult, number of restarts run)``."""
@@ -431,10 +516,62 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample.")
+        n_samples = int(n_samples)
         key = jax.random.fold_in(key_from_random_state(self.random_state), 1)
-        X, labels = _sample(key, self._params(), int(n_samples))
-        order = np.argsort(np.asarray(labels), kind="stable")
-        return np.asarray(X, self.means_.dtype)[order], np.asarray(labels, np.int64)[order]
+        # Drawn in a power-of-two count and cut: one compiled program per bucket, not per n_samples
+        # (scikit-learn's own test draws 1, 2, ..., 99 samples).
+        bucket = max(_MIN_SAMPLE_BUCKET, 1 << (n_samples - 1).bit_length())
+        X, labels = _sample(key, self._params(), bucket)
+        X, labels = np.asarray(X, self.means_.dtype)[:n_samples], np.asarray(labels, np.int64)[:n_samples]
+        order = np.argsort(labels, kind="stable")
+        return X[order], labels[order]
+
+    # ---------------------------------------- scikit-learn's private methods (its tests, subclasses)
+
+    def _get_parameters(self):
+        """``(weights_, means_, covariances_, precisions_cholesky_)``, as scikit-learn's."""
+        return self.weights_, self.means_, self.covariances_, self.precisions_cholesky_
+
+    def _set_parameters(self, params):
+        """Set ``(weights_, means_, covariances_, precisions_cholesky_)`` and ``precisions_`` from them,
+        as scikit-learn's."""
+        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = params
+        prec_chol = self.precisions_cholesky_
+        if get_model(self.covariance_type).storage.is_matrix:
+            self.precisions_ = prec_chol @ np.swapaxes(prec_chol, -1, -2)
+        else:
+            self.precisions_ = prec_chol**2
+
+    def _initialize(self, X, resp):
+        """scikit-learn's ``_initialize``: parameters from one M-step on responsibilities ``resp (N, K)``
+        (``None``: every ``*_init`` array must be given), the given ``*_init`` arrays replacing them.
+
+        Sets ``weights_``, ``means_``, ``covariances_``, ``precisions_cholesky_`` and ``precisions_``.
+        Like scikit-learn's, it takes ``K`` from ``resp`` and normalises the weights by ``N`` (they
+        sum to 1 when each row of ``resp`` does). ``fit`` does not call it.
+        """
+        X = sklearn_check_array(X, dtype=[np.float64, np.float32])
+        if resp is None:
+            if self.weights_init is None or self.means_init is None or self.precisions_init is None:
+                raise ValueError("_initialize(X, None) needs weights_init, means_init and precisions_init.")
+            k = np.shape(self.means_init)[0]
+        else:
+            resp = np.asarray(resp, X.dtype)
+            k = resp.shape[1]
+        given = self._given_initial_arrays(X.shape[1], n_components=k)
+        if resp is not None:
+            Xj = check_array(X)
+            params = params_from_responsibilities(
+                Xj, jnp.asarray(resp, Xj.dtype), self.covariance_type, reg_covar=float(self.reg_covar)
+            )
+            computed = dict(weights=resp.sum(axis=0) / X.shape[0], means=np.asarray(params.means),
+                            covariances=np.asarray(params.covariances))
+            given = {name: computed[name] if a is None else a for name, a in given.items()}
+        weights, means, covariances = (np.asarray(given[name], X.dtype) for name in ("weights", "means", "covariances"))
+        dtype = float_dtype(X.dtype)
+        arrays = (jnp.asarray(a, dtype) for a in (weights, means, covariances))
+        prec_chol = GMMParams(*arrays, self.covariance_type).precisions_cholesky
+        self._set_parameters((weights, means, covariances, np.asarray(prec_chol, X.dtype)))
 
     def _n_parameters(self) -> int:
         return n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])

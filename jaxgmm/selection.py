@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgmm.density import score, weighted_log_prob
-from jaxgmm.fit import fit
 from jaxgmm.models import COVARIANCE_MODELS, get_model
 from jaxgmm.params import GMMParams, n_parameters
 from jaxgmm.validation import check_array, check_sample_weight

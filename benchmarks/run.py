@@ -161,12 +161,19 @@ def worker_jaxgmm(spec, data, fast=False):
 
     X = jnp.asarray(data["X"])
     dtype = X.dtype
-    params = jaxgmm.GMMParams(
-        jnp.asarray(data["weights"], dtype), jnp.asarray(data["means"], dtype),
-        jnp.asarray(data["covariances"], dtype), spec["covariance_type"],
-    )
-    iters = spec["iters"]
-    run = lambda: jax.block_until_ready(em_loop(params, X, max_iter=iters, tol=0.0, fast=fast))  # noqa: E731
+    if "z" in data:  # start from responsibilities, as mclust's me() does (benchmarks/models.py)
+        from jaxgmm.init import params_from_responsibilities
+
+        params = params_from_responsibilities(X, jnp.asarray(data["z"], dtype), spec["covariance_type"],
+                                              reg_covar=spec.get("reg_covar", 1e-6))
+    else:
+        params = jaxgmm.GMMParams(
+            jnp.asarray(data["weights"], dtype), jnp.asarray(data["means"], dtype),
+            jnp.asarray(data["covariances"], dtype), spec["covariance_type"],
+        )
+    iters, reg_covar = spec["iters"], spec.get("reg_covar", 1e-6)
+    run = lambda: jax.block_until_ready(  # noqa: E731
+        em_loop(params, X, max_iter=iters, tol=0.0, reg_covar=reg_covar, fast=fast))
     t0 = time.perf_counter()
     r = run()
     out["first_s"] = time.perf_counter() - t0
@@ -241,6 +248,22 @@ def worker_gmmx(spec, data):
                 n_iter=int(r.n_iter))
 
 
+def worker_mclust(spec, data):
+    """R's mclust ``me()`` from the same responsibilities (``benchmarks/mclust_me.R``), in float64."""
+    n, d = data["X"].shape
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / "X.bin", Path(tmp) / "z.bin"]
+        for path, a in zip(paths, (data["X"], data["z"])):
+            np.ascontiguousarray(a, np.float64).tofile(path)
+        proc = subprocess.run(
+            ["Rscript", str(ROOT / "benchmarks" / "mclust_me.R"), *map(str, paths), str(n), str(d),
+             str(data["z"].shape[1]), spec["covariance_type"], str(spec.get("r_iters", spec["iters"]))],
+            capture_output=True, text=True, check=True,
+        )
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
 def worker_matmul(spec, data):
     """JAX's float32 matrix-product rate (full precision) on its default device, and the device's name."""
     import jax
@@ -262,6 +285,7 @@ WORKERS = {
     "jaxgmm-fast": lambda spec, data: worker_jaxgmm(spec, data, fast=True),
     "sklearn": worker_sklearn,
     "gmmx": worker_gmmx,
+    "mclust": worker_mclust,
 }
 
 
@@ -621,6 +645,10 @@ def report(folder, with_scale_note=True):
             parts.append(section(saved) + "\n")
             if name == "results" and with_scale_note:
                 parts.append(SCALE_NOTE + "\n")
+    # benchmarks/models.py (the 14 covariance models) and benchmarks/selection_grid.py (the selection grid), against mclust
+    for extra in ("models.md", "selection_grid.md"):
+        if with_scale_note and (Path(folder) / extra).exists():
+            parts.append("\n" + (Path(folder) / extra).read_text())
     return "".join(parts)
 
 

@@ -115,15 +115,11 @@ def plot_fit(X, labels, params: GMMParams, history=None, feature_names=None, tit
     n_features = X.shape[1]
     if n_features < 2:
         raise ValueError(f"plot_fit draws data with at least 2 features; got {n_features}.")
-    means, covariances = np.asarray(params.means, np.float64), full_covariances(params).astype(np.float64)
+    X, means, covariances, names = _projected(X, params)
     if n_features == 2:
-        names = list(feature_names or ("x0", "x1"))
+        names = list(feature_names or names)
         projected = title or "components (solid 1σ, dashed 2σ)"
     else:
-        center, axes, explained = principal_axes(X)
-        X, means = (X - center) @ axes, (means - center) @ axes
-        covariances = np.swapaxes(axes, 0, 1) @ covariances @ axes
-        names = [f"PC{i + 1} ({100 * e:.0f}% of variance)" for i, e in enumerate(explained)]
         projected = f"{title or 'components'}: projection onto the first two principal components of {n_features} features"
     ncols = 2 if history is not None else 1
     fig, ax_grid = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.5), squeeze=False)

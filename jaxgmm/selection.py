@@ -46,8 +46,12 @@ def classification_entropy(params: GMMParams, X: jax.Array, sample_weight=None) 
     ``τ_nk`` are the responsibilities and ``ẑ_n = argmax_k τ_nk``; computed in
     log space (``log τ_{n, ẑ_n} = max_k log τ_nk``).
     """
-    log_resp = jax.nn.log_softmax(weighted_log_prob(params, X), axis=-1)
-    per_row = -jnp.max(log_resp, axis=-1)
+    return _entropy_from(weighted_log_prob(params, X), sample_weight)
+
+
+def _entropy_from(wlp: jax.Array, sample_weight=None) -> jax.Array:
+    """:func:`classification_entropy` from the weighted log-densities ``(N, K)``."""
+    per_row = -jnp.max(jax.nn.log_softmax(wlp, axis=-1), axis=-1)
     if sample_weight is None:
         return jnp.sum(per_row)
     sample_weight = jnp.asarray(sample_weight, per_row.dtype)
@@ -150,13 +154,13 @@ def _check_criterion(criterion: str) -> str:
 
 
 def _cell(covariance_type, k, result, X, sample_weight, n_rows) -> SelectionCell:
-    params = result.params
-    log_prob = jax.nn.logsumexp(weighted_log_prob(params, X), axis=-1)
+    wlp = weighted_log_prob(result.params, X)  # one pass for the log-likelihood and the entropy
+    log_prob = jax.nn.logsumexp(wlp, axis=-1)
     w = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, np.float64)
     total = float(np.sum(np.where(w > 0, w * np.asarray(log_prob, np.float64), 0.0)))
     p = n_parameters(covariance_type, k, X.shape[1])
     bic_value = -2 * total + p * math.log(n_rows)
-    entropy = float(classification_entropy(params, X, sample_weight))
+    entropy = float(_entropy_from(wlp, sample_weight))
     failed = None if math.isfinite(total) else "the log-likelihood is not finite"
     return SelectionCell(covariance_type, k, total, p, bic_value, bic_value + 2 * entropy, -2 * total + 2 * p,
                          bool(result.converged), failed)

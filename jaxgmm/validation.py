@@ -187,8 +187,3 @@ def check_params(weights, means, covariances, covariance_type: str = "full", *, 
     return GMMParams(
         jnp.array(weights, dtype), jnp.array(means, dtype), jnp.array(covariances, dtype), covariance_type
     )
-
-
-def check_positive_definite(matrices, covariance_type: str, name: str) -> None:
-    """Raise ``ValueError`` unless ``matrices`` are symmetric positive definite (full/tied layouts) or > 0."""
-    get_model(covariance_type).storage.check_positive_definite(matrices, name, covariance_type)

@@ -181,17 +181,21 @@ class EMResult(NamedTuple):
     params : GMMParams
         Parameters after the last M-step.
     log_likelihood : array, shape ()
-        Mean (weighted) per-sample log-likelihood computed in the last E-step,
-        i.e. of the parameters *before* the last M-step — scikit-learn's
-        ``lower_bound_``.
+        Mean (weighted) per-sample log-likelihood **of** ``params``, from one
+        E-step after the loop (the last value in ``history`` belongs to the
+        parameters before the last M-step, as scikit-learn's ``lower_bound_``).
     n_iter : array, shape (), int
         Number of EM iterations run.
     converged : array, shape (), bool
-        True iff the last change in mean log-likelihood was finite and below
-        ``tol`` in absolute value. A NaN or infinite log-likelihood is never
-        converged.
+        True iff the last change in ``history`` was finite and below ``tol``
+        in absolute value (scikit-learn's rule). A NaN or infinite
+        log-likelihood is never converged.
     history : array, shape (max_iter,)
-        Mean log-likelihood per iteration; NaN after ``n_iter``.
+        ``history[t]`` is the mean log-likelihood of the parameters after
+        ``t`` M-steps (``history[0]``: the initial parameters'), computed in
+        iteration ``t``'s E-step; NaN from ``n_iter`` on. With
+        ``reg_covar=0`` it never decreases, and ``log_likelihood`` is at
+        least ``history[n_iter - 1]``.
     """
 
     params: GMMParams
@@ -218,6 +222,8 @@ def iterate_em(
     the whole data set — :func:`e_step` on an array for :func:`em_loop`, or a
     sum over devices (``shard_map`` + ``psum``) for sharded data.
     ``total_weight`` is ``Σ_n w_n``. Not jitted itself: call it inside ``jit``.
+    It calls ``stats_fn`` ``n_iter + 1`` times: once per iteration, and once
+    after the loop for the log-likelihood of the parameters it returns.
     """
     dtype = params.means.dtype
     tol = jnp.asarray(tol, dtype)
@@ -245,8 +251,10 @@ def iterate_em(
         jnp.asarray(False),
         jnp.full((max_iter,), jnp.nan, dtype),
     )
-    n_iter, params, log_likelihood, converged, history = jax.lax.while_loop(cond, body, init)
-    return EMResult(params, log_likelihood, n_iter, converged, history)
+    n_iter, params, _, converged, history = jax.lax.while_loop(cond, body, init)
+    # The loop's last E-step saw the parameters before its M-step: one more gives those returned.
+    _, final_ll_sum = stats_fn(params)
+    return EMResult(params, final_ll_sum / total_weight, n_iter, converged, history)
 
 
 @partial(jit, static_argnames=("max_iter", "block_size", "fast"))

@@ -37,9 +37,10 @@ class FitResult(NamedTuple):
     Attributes
     ----------
     params : GMMParams
-        Parameters of the best restart (highest final log-likelihood).
+        Parameters of the best restart: the highest ``log_likelihood``.
     log_likelihood : array, shape ()
-        Its mean per-sample log-likelihood (see :class:`jaxgmm.EMResult`).
+        The mean per-sample log-likelihood of ``params`` (see
+        :class:`jaxgmm.EMResult`); restarts are ranked by it.
     n_iter : array, shape (), int
     converged : array, shape (), bool
     history : array, shape (max_iter,)

@@ -172,6 +172,29 @@ def _initial_params(key, X, sample_weight, given, *, n_components, covariance_ty
     return params.replace(**{name: a for name, a in given.items() if a is not None})
 
 
+def _lower_bounds(restarts: EMResult) -> np.ndarray:
+    """scikit-learn's ``lower_bound_`` of each restart, ``(n_init,)``: the log-likelihood of its last
+    E-step, i.e. of the parameters before its last M-step (``-inf`` without any iteration)."""
+    n_iter = np.asarray(restarts.n_iter)
+    history = np.asarray(restarts.history)
+    last = history[np.arange(n_iter.shape[0]), np.maximum(n_iter - 1, 0)] if history.shape[-1] else -np.inf
+    return np.where(n_iter > 0, last, -np.inf)
+
+
+def _best_by_lower_bound(result: FitResult) -> FitResult:
+    """The restart scikit-learn keeps: the first with the highest ``lower_bound_``.
+
+    The functional API ranks restarts by the log-likelihood of the parameters they return; scikit-learn
+    ranks by the bound before the last M-step, and the estimator follows it (the two orders rarely differ).
+    """
+    bounds = _lower_bounds(result.restarts)
+    best = int(np.argmax(np.where(np.isnan(bounds), -np.inf, bounds)))
+    if best == int(result.best_index):
+        return result
+    chosen = jax.tree.map(lambda leaf: leaf[best], result.restarts)
+    return FitResult(*chosen, restarts=result.restarts, best_index=jnp.asarray(best))
+
+
 @partial(jit, static_argnames=("n_components", "covariance_type", "init", "max_iter"))
 def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, covariance_type, init, max_iter, tol, reg_covar):
     """Restarts (see :func:`jaxgmm.fit.default_batch_size`) where some initial arrays are given; keep the best."""
@@ -362,6 +385,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             result, n_runs = self._warm_fit(Xj, weights, settings), 1
         else:
             result, n_runs = self._fresh_fit(Xj, weights, given, settings)
+        result = _best_by_lower_bound(result)
         elapsed = time.perf_counter() - start
         params, n_iter = result.params, int(result.n_iter)
         fitted = dict(
@@ -377,7 +401,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.precisions_ = np.asarray(params.precisions, out_dtype)
         self.converged_ = bool(result.converged)
         self.n_iter_ = n_iter
-        self.lower_bound_ = out_dtype.type(result.log_likelihood)
+        self.lower_bound_ = out_dtype.type(_lower_bounds(result.restarts)[result.best_index])
         self.lower_bounds_ = np.asarray(result.history[:n_iter], out_dtype)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
@@ -483,7 +507,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if self.verbose == 1:
                 print(f"Initialization {status}.")
             else:
-                lower_bound = float(restarts.log_likelihood[r])
+                lower_bound = float(_lower_bounds(restarts)[r])
                 print(f"Initialization {status}. time lapse {elapsed / n_runs:.5f}s\t lower bound {lower_bound:.5f}.")
 
     # ---------------------------------------------------------------- predict

@@ -348,7 +348,8 @@ def fit_stream(
 ) -> FitResult:
     """Fit a Gaussian mixture by exact EM, reading the data one block at a time.
 
-    Each iteration is one pass over the source; memory is
+    Each iteration is one pass over the source, and one more pass at the end
+    gives the log-likelihood of the returned parameters; memory is
     ``O(block_size · D + n_init · K · D²)`` whatever the number of rows.
     With the same initial parameters the result equals :func:`jaxgmm.fit`'s
     on the whole array (to the rounding of sums taken in another order).
@@ -449,7 +450,9 @@ def _fit_source(key, src, n_components, covariance_type, n_init, init, max_iter,
                 iteration, np.asarray(state.log_likelihood), int(np.sum(still)),
                 time.perf_counter() - started, scan.n_samples,
             ))
-    result = _best_of(state)
+    # One more pass: the log-likelihood of the parameters returned, not of those before the last M-step.
+    _, ll_sum = stream_e_step(state.params, src, block_size=block_size, dtype=dtype, batched=True)
+    result = _best_of(state._replace(log_likelihood=ll_sum / total_weight))
     _raise_if_failed(result, "EM")
     return result
 

@@ -111,3 +111,41 @@ def random_params(rng, covariance_type, k=3, d=2, dtype=DTYPE):
     return GMMParams.from_arrays(weights, means, cov, covariance_type).replace(
         weights=np.asarray(weights, dtype), means=np.asarray(means, dtype), covariances=np.asarray(cov, dtype)
     )
+
+
+def scipy_log_density(params, X) -> np.ndarray:
+    """``log p(x_n)`` of a mixture, ``(N,)``, in float64 from scipy's Gaussian density (independent of jaxgmm).
+
+    ``params`` is a :class:`jaxgmm.GMMParams` of any covariance model (no batch axes).
+    """
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    S = np.asarray(params.covariance_matrices, np.float64)
+    w, mu = np.asarray(params.weights, np.float64), np.asarray(params.means, np.float64)
+    X = np.asarray(X, np.float64)
+    logs = np.stack([np.log(w[k]) + multivariate_normal(mu[k], S[k]).logpdf(X).reshape(len(X))
+                     for k in range(len(w)) if w[k] > 0], axis=1)
+    return logsumexp(logs, axis=1)
+
+
+def scipy_mean_log_likelihood(params, X, sample_weight=None) -> float:
+    """The (weighted) mean of :func:`scipy_log_density`: what a fit reports as ``log_likelihood``."""
+    log_p = scipy_log_density(params, X)
+    w = np.ones(len(log_p)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    return float(np.sum(np.where(w > 0, w * log_p, 0.0)) / np.sum(w))
+
+
+def assert_reports_own_log_likelihood(result, X, sample_weight=None, rtol=None):
+    """Every restart of a ``FitResult`` reports the log-likelihood of the parameters it returns (scipy's
+    density), and the best restart is the one with the highest."""
+    import jax
+
+    rtol = rtol_for(float64=1e-10, float32=2e-5) if rtol is None else rtol
+    n_init = np.shape(result.restarts.log_likelihood)[0]
+    for r in range(n_init):
+        params = jax.tree.map(lambda leaf: leaf[r], result.restarts.params)
+        expected = scipy_mean_log_likelihood(params, X, sample_weight)
+        np.testing.assert_allclose(result.restarts.log_likelihood[r], expected, rtol=rtol, err_msg=f"restart {r}")
+    assert int(result.best_index) == int(np.nanargmax(np.asarray(result.restarts.log_likelihood)))
+    np.testing.assert_array_equal(result.log_likelihood, result.restarts.log_likelihood[int(result.best_index)])

@@ -13,7 +13,7 @@ import pytest
 
 import jaxgmm
 from jaxgmm import cli
-from conftest import rtol_for
+from conftest import rtol_for, scipy_mean_log_likelihood
 
 EXE = shutil.which("jaxgmm", path=str(Path(sys.executable).parent))
 TRUE_MEANS = np.array([[0.0, 0.0, 0.0], [4.0, 0.0, 2.0], [0.0, 5.0, -3.0]])
@@ -73,6 +73,9 @@ def test_fit_predict_sample_select_end_to_end(blobs):
     expected_bic = -2 * jaxgmm.score(saved.model, Z.astype(saved.model.dtype)) * len(Z) + n_params * np.log(len(Z))
     printed = float(out.stdout.split("BIC:")[1].split()[0])
     np.testing.assert_allclose(printed, expected_bic, rtol=rtol_for(float64=1e-6, float32=1e-4))
+    # The printed log-likelihood is that of the saved parameters (scipy's density), not of the last E-step.
+    printed_ll = float(out.stdout.split("mean log-likelihood per sample:")[1].split()[0])
+    np.testing.assert_allclose(printed_ll, scipy_mean_log_likelihood(saved.model, Z), rtol=1e-6)
 
     # predict: labels (from the .npy, columns matched by position) and probabilities (from the CSV, by name).
     out = run("predict", "model.npz", "blobs.npy", "--out", "labels.csv", cwd=root)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxgmm
-from conftest import X64, make_blobs, rtol_for
+from conftest import X64, assert_reports_own_log_likelihood, make_blobs, rtol_for
 from jaxgmm.distributed import data_mesh, fit_sharded
 
 # float32 sums in another order move the log-likelihood by ~1e-7: with tol=0
@@ -46,6 +46,7 @@ def assert_matches(saved, prefix, expected, rtol):
         np.testing.assert_allclose(saved[f"{prefix}/{f}"], getattr(expected.restarts.params, f), rtol=rtol, atol=rtol)
     np.testing.assert_allclose(saved[f"{prefix}/log_likelihood"], expected.restarts.log_likelihood, rtol=rtol)
     np.testing.assert_array_equal(saved[f"{prefix}/n_iter"], expected.restarts.n_iter)
+    assert_reports_own_log_likelihood(expected, *blobs_with_weights())  # and so, by the above, does the sharded fit
 
 
 def run_python(script, *args, env_extra=None, timeout=240):

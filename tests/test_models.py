@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import jaxgmm
-from conftest import DTYPE, X64, make_blobs, rtol_for
+from conftest import DTYPE, X64, make_blobs, rtol_for, scipy_log_density
 from jaxgmm.init import params_from_responsibilities
 from jaxgmm.models import get_model
 from mclust_reference import load_reference, rscript_with_mclust
@@ -39,15 +39,7 @@ def start_from(X, z, model):
 
 def total_log_likelihood(params, X) -> float:
     """Σ_n log p(x_n) of ``params``, in float64 numpy from scipy's density (independent of jaxgmm)."""
-    from scipy.special import logsumexp
-    from scipy.stats import multivariate_normal
-
-    S = np.asarray(params.covariance_matrices, np.float64)
-    w, mu = np.asarray(params.weights, np.float64), np.asarray(params.means, np.float64)
-    X = np.asarray(X, np.float64)
-    logs = np.stack([np.log(w[k]) + multivariate_normal(mu[k], S[k]).logpdf(X).reshape(len(X))
-                     for k in range(len(w))], axis=1)
-    return float(logsumexp(logs, axis=1).sum())
+    return float(scipy_log_density(params, X).sum())
 
 
 def three_d():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jaxgmm
-from conftest import DTYPE, X64, make_blobs, random_params, rtol_for
+from conftest import DTYPE, X64, assert_reports_own_log_likelihood, make_blobs, random_params, rtol_for
 
 # Checks that do not depend on the float precision run in the float32 pass only (suite runtime).
 once = pytest.mark.skipif(X64, reason="precision-independent check; runs in the float32 pass")
@@ -52,6 +52,7 @@ def test_streamed_npy_equals_in_memory_fit(covariance_type, tmp_path):
     expected = jaxgmm.fit(jax.random.key(4), X, 3, sample_weight=w, **options)
     streamed = jaxgmm.fit_stream(jax.random.key(4), path, 3, sample_weight=w, block_size=256, **options)
     assert_fits_equal(streamed, expected, 1e-10)
+    assert_reports_own_log_likelihood(streamed, X, w)
 
 
 @once

@@ -70,7 +70,7 @@ def measure(case, log=print):
             spec = dict(kind="iterations", n=case["n"], d=case["d"], k=case["k"], iters=case["iters"],
                         r_iters=case["r_iters"], covariance_type=model, reg_covar=0.0, repeats=3)
             results = {"jaxgmm": run.run_worker("jaxgmm", spec, path, TIME_LIMIT)}
-            results["mclust"] = (run.run_worker("mclust", spec, path, TIME_LIMIT) if with_r
+            results["mclust"] = (run.run_worker("mclust", spec, path, TIME_LIMIT, repeats=1) if with_r
                                  else {"status": "not run (no Rscript with mclust)"})
             for lib, res in results.items():
                 log(f"{model} {lib:7s} {res.get('status')}: "

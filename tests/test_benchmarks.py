@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import X64
@@ -35,6 +36,11 @@ def test_benchmark_smoke_run(tmp_path):
         if row["spec"]["kind"] == "iterations":
             assert row["max_ll_diff"] < 1e-4 * abs(row["results"]["sklearn"]["log_likelihood"]), row
             assert row["results"]["jaxgmm"]["recompiles"] == 0
+        # Repetitions interleaved in rounds; a speedup is the median of the ratios within each round.
+        key = "ms_per_iter" if row["spec"]["kind"] == "iterations" else "total_s"
+        ours, theirs = row["results"]["jaxgmm"]["reps"], row["results"]["sklearn"]["reps"]
+        assert len(ours) == len(theirs) == row["rounds"] == 2
+        assert row["speedup_vs_sklearn"] == pytest.approx(np.median([t[key] / o[key] for o, t in zip(ours, theirs)]))
 
 
 def test_measured_runs_lose_the_suites_compile_shortcuts_and_keep_other_flags():

@@ -18,7 +18,7 @@ from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmea
 from jaxgmm.online import OnlineResult, OnlineState, fit_online, online_init, online_update
 from jaxgmm.params import COVARIANCE_MODELS, COVARIANCE_TYPES, GMMParams, n_parameters
 from jaxgmm.sampling import sample
-from jaxgmm.selection import Selection, SelectionCell, aic, bic, icl, select
+from jaxgmm.selection import ManySelection, Selection, SelectionCell, aic, bic, icl, select, select_many
 from jaxgmm.streaming import StreamProgress, fit_stream, stream_e_step
 from jaxgmm.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
 
@@ -34,6 +34,7 @@ __all__ = [
     "GMMParams",
     "GradientResult",
     "INIT_METHODS",
+    "ManySelection",
     "MethodTrace",
     "OnlineResult",
     "OnlineState",
@@ -77,6 +78,7 @@ __all__ = [
     "score",
     "score_samples",
     "select",
+    "select_many",
     "stream_e_step",
     "stats_from_responsibilities",
     "to_unconstrained",

@@ -336,6 +336,40 @@ def _fit_datasets(
     return _map_fits(one_dataset, (keys, X, sample_weight), X.shape[0], batch_size)
 
 
+def _prepare_datasets(X, sample_weight, *, min_positive: int) -> tuple[jax.Array, jax.Array]:
+    """Validated stacked data sets ``(B, N, D)`` and weights ``(B, N)`` (ones by default), padding rows
+    (weight 0) zeroed in a copy, so they may hold anything, even NaN."""
+    X = np.array(X)  # a copy: padding rows are zeroed below
+    if X.ndim != 3:
+        raise ValueError(f"X must have shape (n_datasets, n_samples, n_features); got shape {X.shape}.")
+    n_sets, n_samples, _ = X.shape
+    if n_sets == 0:
+        raise ValueError(f"X holds no data sets: shape {X.shape}.")
+    if sample_weight is None:
+        weight = np.ones((n_sets, n_samples))
+    else:
+        weight = np.asarray(sample_weight, dtype=np.float64)
+        if weight.shape != (n_sets, n_samples):
+            raise ValueError(f"sample_weight must have shape {(n_sets, n_samples)}; got {weight.shape}.")
+    X[weight == 0] = 0
+    return check_datasets(X, weight, min_positive=min_positive)
+
+
+@partial(jit, static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter", "batch_size"))
+def _fit_datasets_each_k(keys, X, sample_weight, ks, *, n_components, covariance_type, init, n_init, max_iter, tol,
+                         reg_covar, batch_size=None) -> FitResult:
+    """:func:`_fit_each_k` for each data set (``jax.random.split(keys[b], n_init)`` its restarts' keys);
+    leaves get leading ``(B, n_k)`` axes (:func:`jaxgmm.select_many`)."""
+
+    def one_dataset(args):
+        key, x, w = args
+        return _fit_each_k(jax.random.split(key, n_init), x, w, ks, n_components=n_components,
+                           covariance_type=covariance_type, init=init, max_iter=max_iter, tol=tol,
+                           reg_covar=reg_covar)
+
+    return _map_fits(one_dataset, (keys, X, sample_weight), X.shape[0], batch_size)
+
+
 def fit_many(
     key: jax.Array,
     X,
@@ -392,23 +426,10 @@ def fit_many(
     )
     if isinstance(init, GMMParams):
         raise ValueError("fit_many takes an init method name; for given parameters vmap jaxgmm.em_loop.")
-    X = np.array(X)  # a copy: padding rows are zeroed below
-    if X.ndim != 3:
-        raise ValueError(f"X must have shape (n_datasets, n_samples, n_features); got shape {X.shape}.")
-    n_sets, n_samples, n_features = X.shape
-    get_model(covariance_type).check_n_features(n_features)
-    if n_sets == 0:
-        raise ValueError(f"X holds no data sets: shape {X.shape}.")
-    if sample_weight is None:
-        weight = np.ones((n_sets, n_samples))
-    else:
-        weight = np.asarray(sample_weight, dtype=np.float64)
-        if weight.shape != (n_sets, n_samples):
-            raise ValueError(f"sample_weight must have shape {(n_sets, n_samples)}; got {weight.shape}.")
-    X[weight == 0] = 0  # padding may hold anything, even NaN
-    Xj, weight = check_datasets(X, weight, min_positive=n_components)
+    Xj, weight = _prepare_datasets(X, sample_weight, min_positive=n_components)
+    get_model(covariance_type).check_n_features(Xj.shape[2])
     result = _fit_datasets(
-        jax.random.split(key, n_sets), Xj, weight, n_components=n_components,
+        jax.random.split(key, Xj.shape[0]), Xj, weight, n_components=n_components,
         covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
         reg_covar=reg_covar, fast=bool(fast),
         batch_size=None if batch_size is None else check_positive_int(batch_size, "batch_size"),

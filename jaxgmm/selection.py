@@ -338,4 +338,195 @@ def _hc_starts(X, ks, model, tree) -> dict:
     return {k: hc.hc_responsibilities(np.asarray(X, np.float64), k, covariance_type=model, start=tree) for k in ks}
 
 
-__all__ = ["CRITERIA", "Selection", "SelectionCell", "aic", "bic", "classification_entropy", "icl", "select"]
+# --------------------------------------------------------------------------- many data sets
+
+
+class ManySelection(NamedTuple):
+    """What :func:`select_many` returns: one model choice per data set.
+
+    Attributes
+    ----------
+    covariance_types : list of str
+        The ``M`` models tried, in the order given.
+    n_components : list of int
+        The ``K`` tried, ascending.
+    criterion : str
+        ``"bic"``, ``"icl"`` or ``"aic"`` (lower is better).
+    log_likelihood, bic, icl, aic : ndarray, shape (B, M, len(n_components))
+        Every cell of every data set (total weighted log-likelihood of the
+        returned parameters, and the criteria from it); NaN where the cell
+        failed or was skipped (K larger than the data set's rows).
+    n_parameters : ndarray of int, shape (B, M, len(n_components))
+    converged : ndarray of bool, shape (B, M, len(n_components))
+    fits : dict
+        ``fits[(covariance_type, K)]`` is a :class:`~jaxgmm.FitResult` with a
+        leading ``(B,)`` axis (``None`` where the model could not be fitted).
+    best_covariance_type : list of str
+        Each data set's chosen model (length ``B``).
+    best_n_components : ndarray of int, shape (B,)
+    best_params : list of GMMParams
+        Each data set's chosen parameters, with its own ``K``.
+    """
+
+    covariance_types: list
+    n_components: list
+    criterion: str
+    log_likelihood: np.ndarray
+    n_parameters: np.ndarray
+    bic: np.ndarray
+    icl: np.ndarray
+    aic: np.ndarray
+    converged: np.ndarray
+    fits: dict
+    best_covariance_type: list
+    best_n_components: np.ndarray
+    best_params: list
+
+    def selection(self, b: int) -> Selection:
+        """Data set ``b``'s grid as a :class:`Selection` (what :func:`select` returns for it alone)."""
+        table = []
+        for m, model in enumerate(self.covariance_types):
+            for i, k in enumerate(self.n_components):
+                ll = float(self.log_likelihood[b, m, i])
+                failed = None if math.isfinite(ll) else (
+                    "skipped or failed: K is larger than the rows with positive weight, or the log-likelihood "
+                    "became non-finite")
+                table.append(SelectionCell(model, k, ll, int(self.n_parameters[b, m, i]), float(self.bic[b, m, i]),
+                                           float(self.icl[b, m, i]), float(self.aic[b, m, i]),
+                                           bool(self.converged[b, m, i]), failed))
+        fits = {cell: None if fit is None or not math.isfinite(self.log_likelihood[(b,) + self._index(cell)])
+                else jax.tree.map(lambda leaf: leaf[b], fit) for cell, fit in self.fits.items()}
+        best = next(c for c in table if (c.covariance_type, c.n_components) == (
+            self.best_covariance_type[b], int(self.best_n_components[b])))
+        return Selection(best, self.best_params[b], table, fits, self.criterion)
+
+    def _index(self, cell) -> tuple:
+        return self.covariance_types.index(cell[0]), self.n_components.index(cell[1])
+
+
+@jax.jit
+def _cell_numbers(params: GMMParams, X: jax.Array, sample_weight: jax.Array):
+    """Total weighted log-likelihood and ICL entropy of fits with leading ``(B, n_k)`` axes on ``X (B, N, D)``."""
+
+    def one(p, x, w):
+        wlp = weighted_log_prob(p, x)  # switched-off slots (weight 0) give −inf and drop out
+        log_p = jax.nn.logsumexp(wlp, axis=-1)
+        return jnp.sum(jnp.where(w > 0, w * log_p, 0.0)), _entropy_from(wlp, w)
+
+    return jax.vmap(jax.vmap(one, in_axes=(0, None, None)))(params, X, sample_weight)
+
+
+def select_many(
+    key: jax.Array,
+    X,
+    n_components: Sequence[int] = range(1, 10),
+    covariance_types: Sequence[str] = COVARIANCE_MODELS,
+    *,
+    criterion: str = "bic",
+    sample_weight=None,
+    n_init: int = 4,
+    init: str = "kmeans",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    batch_size: int | None = None,
+) -> ManySelection:
+    """:func:`select` for many data sets at once: one best (model, K) per data set.
+
+    Data sets share one shape ``(B, N, D)``; those of different sizes are
+    padded with rows of weight 0 (:func:`jaxgmm.pad_datasets`). Each model
+    runs as **one compiled program** over every data set and every K (the
+    K slots as in :func:`select`, the data sets as in
+    :func:`jaxgmm.fit_many`), so data set ``b`` gets what
+    ``select(jax.random.split(key, B)[b], X_b, ...)`` gives for its
+    unpadded rows (to rounding). A cell with ``K`` larger than a data set's
+    rows of positive weight is skipped for that data set, and a cell whose
+    fit became non-finite fails; neither wins.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Split into one key per data set.
+    X : array-like, shape (B, N, D)
+    n_components, covariance_types, criterion : as :func:`select`.
+    sample_weight : array-like, shape (B, N), optional
+        0 marks padding rows. The criteria use ``n = Σ_n w_bn`` per data set.
+    n_init, init, max_iter, tol, reg_covar : as :func:`jaxgmm.fit` (``init="hc"`` is
+        :func:`select`'s alone).
+    batch_size : int, optional
+        Data sets fitted together under ``vmap``; see :func:`jaxgmm.fit_many`.
+
+    Returns
+    -------
+    ManySelection
+
+    Examples
+    --------
+    >>> import jax, numpy as np, jaxgmm
+    >>> rng = np.random.default_rng(0)
+    >>> one, two = rng.normal(size=(200, 2)), np.concatenate([rng.normal(size=(100, 2)), rng.normal(size=(100, 2)) + 8])
+    >>> X, w = jaxgmm.pad_datasets([one, two])
+    >>> many = jaxgmm.select_many(jax.random.key(0), X, [1, 2, 3], ["VII", "VVV"], sample_weight=w, n_init=2)
+    >>> many.best_n_components.tolist(), many.bic.shape      # (data sets, models, K)
+    ([1, 2], (2, 2, 3))
+    """
+    from jaxgmm.fit import _check_key, _check_options, _fit_datasets_each_k, _prepare_datasets
+
+    key = _check_key(key)
+    criterion = _check_criterion(criterion)
+    ks = sorted({int(k) for k in n_components})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"n_components must be a non-empty sequence of integers >= 1; got {list(n_components)!r}.")
+    models = list(covariance_types)
+    if not models:
+        raise ValueError("covariance_types is empty.")
+    if init == "hc":
+        raise ValueError("init='hc' is select()'s alone (mclust's start is computed per data set); use an init method.")
+    for model in models:
+        _check_options(ks[-1], model, n_init, init, max_iter, tol, reg_covar)
+    Xj, weights = _prepare_datasets(X, sample_weight, min_positive=1)
+    n_sets, _, n_features = Xj.shape
+    w64 = np.asarray(weights, np.float64)
+    n_effective, n_positive = w64.sum(axis=1), np.count_nonzero(w64 > 0, axis=1)
+    keys = jax.random.split(key, n_sets)
+    shape = (n_sets, len(models), len(ks))
+    out = {name: np.full(shape, np.nan) for name in ("log_likelihood", "bic", "icl", "aic")}
+    out["n_parameters"] = np.broadcast_to(
+        np.array([[n_parameters(model, k, n_features) for k in ks] for model in models]), shape).copy()
+    converged, fits = np.zeros(shape, bool), {}
+    for m, model in enumerate(models):
+        try:
+            get_model(model).check_n_features(n_features)
+        except ValueError:  # mclust's E/V on several features: every cell fails
+            fits.update({(model, k): None for k in ks})
+            continue
+        stacked = _fit_datasets_each_k(keys, Xj, weights, jnp.asarray(ks, jnp.int32), n_components=ks[-1],
+                                       covariance_type=model, init=init, n_init=n_init, max_iter=max_iter,
+                                       tol=tol, reg_covar=reg_covar, batch_size=batch_size)
+        total, entropy = (np.asarray(a, np.float64) for a in _cell_numbers(stacked.params, Xj, weights))
+        usable = (np.asarray(ks)[None, :] <= n_positive[:, None]) & np.isfinite(total)
+        p = np.array([n_parameters(model, k, n_features) for k in ks], np.float64)
+        bic_values = -2 * total + p * np.log(n_effective)[:, None]
+        for name, values in (("log_likelihood", total), ("bic", bic_values), ("icl", bic_values + 2 * entropy),
+                             ("aic", -2 * total + 2 * p)):
+            out[name][:, m] = np.where(usable, values, np.nan)
+        converged[:, m] = np.asarray(stacked.converged) & usable
+        for i, k in enumerate(ks):
+            cell = jax.tree.map(lambda leaf: leaf[:, i], stacked)
+            restarts = cell.restarts._replace(params=_first_components(cell.restarts.params, k))
+            fits[(model, k)] = cell._replace(params=_first_components(cell.params, k), restarts=restarts)
+    values = np.where(np.isnan(out[criterion]), np.inf, out[criterion]).reshape(n_sets, -1)
+    if np.isinf(values.min(axis=1)).any():
+        b = int(np.flatnonzero(np.isinf(values.min(axis=1)))[0])
+        raise ValueError(f"every fit of the grid failed for data set {b}.")
+    best = values.argmin(axis=1)
+    best_models = [models[i // len(ks)] for i in best]
+    best_ks = np.array([ks[i % len(ks)] for i in best])
+    best_params = [jax.tree.map(lambda leaf: leaf[b], fits[(m_, int(k))].params)
+                   for b, (m_, k) in enumerate(zip(best_models, best_ks))]
+    return ManySelection(models, ks, criterion, converged=converged, fits=fits, best_covariance_type=best_models,
+                         best_n_components=best_ks, best_params=best_params, **out)
+
+
+__all__ = ["CRITERIA", "ManySelection", "Selection", "SelectionCell", "aic", "bic", "classification_entropy", "icl",
+           "select", "select_many"]

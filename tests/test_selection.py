@@ -121,6 +121,50 @@ def test_skipped_and_failed_cells_never_win_and_bad_input_is_named():
         jaxgmm.select(jax.random.key(0), X, [], ["VII"])
 
 
+def test_select_many_gives_each_data_set_its_own_selection(selections):
+    """One call over the three families' data sets (padded with NaN rows of weight 0) chooses as select() does
+    for each alone: the same table, criteria and fits."""
+    datasets = [X for X, _ in selections.values()]
+    X, w = jaxgmm.pad_datasets(datasets + [np.zeros((320, 2), DTYPE)])  # a longer set pads the others
+    X, w = X[:3], w[:3]
+    X[w == 0] = np.nan
+    key = jax.random.key(7)
+    many = jaxgmm.select_many(key, X, KS, list(FAMILIES), sample_weight=w, **OPTIONS)
+    assert many.bic.shape == (3, len(FAMILIES), len(KS))
+    rtol = rtol_for(float64=1e-8, float32=1e-4)
+    for b, (family, data) in enumerate(zip(FAMILIES, datasets)):
+        assert (many.best_covariance_type[b], int(many.best_n_components[b])) == (family, len(FAMILIES[family][2]))
+        alone = jaxgmm.select(jax.random.split(key, 3)[b], data, KS, list(FAMILIES), **OPTIONS)
+        mine = many.selection(b)
+        assert (mine.best.covariance_type, mine.best.n_components) == (alone.best.covariance_type,
+                                                                       alone.best.n_components)
+        for got, expected in zip(mine.table, alone.table):
+            assert got[:2] == expected[:2] and got.n_parameters == expected.n_parameters
+            np.testing.assert_allclose(got[2:7], expected[2:7], rtol=rtol)  # log-likelihood, p, BIC, ICL, AIC
+        for a, b_ in zip(jax.tree.leaves(mine.params), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b_), rtol=rtol, atol=rtol)
+
+
+def test_select_many_skips_cells_larger_than_a_data_set_and_names_bad_input():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2, 6, 2)).astype(DTYPE)
+    w = np.ones((2, 6))
+    w[1, 2:] = 0  # the second data set has 2 rows: K = 3 is skipped there
+    many = jaxgmm.select_many(jax.random.key(0), X, [1, 3], ["VII"], sample_weight=w, n_init=1)
+    assert np.isfinite(many.bic[0]).all() and np.isnan(many.bic[1, 0, 1]) and np.isfinite(many.bic[1, 0, 0])
+    assert int(many.best_n_components[1]) == 1
+    assert many.selection(1).fits[("VII", 3)] is None and many.selection(1).table[1].failed is not None
+    # Each cell's criteria are the textbook ones of its returned parameters (scipy), weighted rows only.
+    fit = many.selection(0).fits[("VII", 3)]
+    logs, log_p = scipy_log_resp(fit.params, X[0].astype(np.float64))
+    np.testing.assert_allclose(many.bic[0, 0, 1], -2 * log_p.sum() + many.n_parameters[0, 0, 1] * np.log(6),
+                               rtol=rtol_for(float64=1e-9, float32=1e-5))
+    with pytest.raises(ValueError, match="hc"):
+        jaxgmm.select_many(jax.random.key(0), X, [1], ["VII"], init="hc")
+    with pytest.raises(ValueError, match="n_datasets, n_samples, n_features"):
+        jaxgmm.select_many(jax.random.key(0), X[0], [1], ["VII"])
+
+
 def test_mclust_figures(selections):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")

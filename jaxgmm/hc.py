@@ -78,6 +78,7 @@ into 1..9 groups and every other tree tested are identical.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -617,6 +618,7 @@ def hc_responsibilities(
     rng=None,
     covariance_type: str = "VVV",
     start: HCStart | None = None,
+    n_slots: int | None = None,
 ) -> np.ndarray:
     """The responsibilities mclust's ``mclustBIC`` starts EM (``me``) from.
 
@@ -648,6 +650,10 @@ def hc_responsibilities(
         A tree from :func:`hc_start` on the same ``X`` (then ``model``,
         ``use``, ``subset`` and ``rng`` are not used): build it once and
         reuse it for every ``G`` and model, as mclust does.
+    n_slots : int, optional
+        With subsetting, compute with this many component slots (``>= G``;
+        those from ``G`` on switched off), so that one compiled program
+        serves every ``G`` up to it. The result is the same.
 
     Returns
     -------
@@ -687,11 +693,28 @@ def hc_responsibilities(
 
     import jax.numpy as jnp
 
-    from jaxgmm.density import predict_proba
-    from jaxgmm.init import params_from_responsibilities
     from jaxgmm.models.names import ALL_COVARIANCE_TYPES
 
     _check_choice(covariance_type, "covariance_type", tuple(ALL_COVARIANCE_TYPES))
+    n_slots = max(n_components, n_slots or 0)
     Xj = jnp.asarray(X)
-    params = params_from_responsibilities(Xj[rows], jnp.asarray(z_sub, Xj.dtype), covariance_type, reg_covar=0.0)
-    return np.asarray(predict_proba(params, Xj), dtype=np.float64)
+    z_sub = jnp.asarray(np.pad(z_sub, ((0, 0), (0, n_slots - n_components))), Xj.dtype)
+    z = _subset_m_step_e_step()(Xj, Xj[rows], z_sub, n_components, covariance_type=covariance_type)
+    return np.asarray(z[:, :n_components], dtype=np.float64)
+
+
+@functools.cache
+def _subset_m_step_e_step():
+    """``step(X, X_subset, z_subset, n_active, *, covariance_type)``: responsibilities ``(N, slots)`` on all rows
+    after one M-step (``reg_covar = 0``) from the subset's partition, the slots from ``n_active`` (traced) on
+    switched off; compiled once per model and shapes. Built on first use: importing this module needs no JAX."""
+    from jaxgmm.density import predict_proba
+    from jaxgmm.init import params_from_responsibilities
+    from jaxgmm.xla_options import jit
+
+    @functools.partial(jit, static_argnames=("covariance_type",))
+    def step(X, X_subset, z_subset, n_active, *, covariance_type):
+        params = params_from_responsibilities(X_subset, z_subset, covariance_type, reg_covar=0.0, n_active=n_active)
+        return predict_proba(params, X)
+
+    return step

@@ -153,14 +153,11 @@ def _check_criterion(criterion: str) -> str:
     return criterion
 
 
-def _cell(covariance_type, k, result, X, sample_weight, n_rows) -> SelectionCell:
-    wlp = weighted_log_prob(result.params, X)  # one pass for the log-likelihood and the entropy
-    log_prob = jax.nn.logsumexp(wlp, axis=-1)
-    w = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    total = float(np.sum(np.where(w > 0, w * np.asarray(log_prob, np.float64), 0.0)))
-    p = n_parameters(covariance_type, k, X.shape[1])
+def _cell(covariance_type, k, total, entropy, result, n_features, n_rows) -> SelectionCell:
+    """A cell from its fit's total log-likelihood and ICL entropy (:func:`_cell_numbers`)."""
+    total, entropy = float(total), float(entropy)
+    p = n_parameters(covariance_type, k, n_features)
     bic_value = -2 * total + p * math.log(n_rows)
-    entropy = float(_entropy_from(wlp, sample_weight))
     failed = None if math.isfinite(total) else "the log-likelihood is not finite"
     return SelectionCell(covariance_type, k, total, p, bic_value, bic_value + 2 * entropy, -2 * total + 2 * p,
                          bool(result.converged), failed)
@@ -255,9 +252,9 @@ def select(
             get_model(model).check_n_features(n_features)
             usable = [k for k in ks if k <= n_positive]
             starts = None if tree is None else _hc_starts(X, usable, model, tree)
-            results = _fit_grid(key, X, weights, usable, model, n_init=1 if starts else n_init,
-                                init="kmeans" if starts else init, max_iter=max_iter, tol=tol,
-                                reg_covar=reg_covar, starts=starts)
+            results, numbers = _fit_grid(key, X, weights, usable, model, n_init=1 if starts else n_init,
+                                         init="kmeans" if starts else init, max_iter=max_iter, tol=tol,
+                                         reg_covar=reg_covar, starts=starts)
             reasons = {}
         except ValueError as error:  # the model cannot be fitted at all (mclust's E/V on several features)
             results, reasons = {}, {k: str(error) for k in ks}
@@ -270,7 +267,7 @@ def select(
                 cell = _failed_cell(model, k, n_features, reasons.get(
                     k, f"K = {k} is larger than the {n_positive} rows with positive weight"))
             else:
-                cell = _cell(model, k, result, X, weights, n_effective)
+                cell = _cell(model, k, *numbers[k], result, n_features, n_effective)
             table.append(cell)
             fits[(model, k)] = result if cell.failed is None else None
             done += 1
@@ -288,21 +285,22 @@ def _first_components(params: GMMParams, k: int) -> GMMParams:
     storage = params.model.storage
     component_axis = params.covariances.ndim - len(storage.shape(1, params.n_features))
     take = (lambda a: a) if not storage.per_component else (
-        lambda a: jax.lax.slice_in_dim(a, 0, k, axis=component_axis))
+        lambda a: a[(slice(None),) * component_axis + (slice(0, k),)])  # numpy or JAX
     return GMMParams(params.weights[..., :k], params.means[..., :k, :], take(params.covariances),
                      params.covariance_type)
 
 
-def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_covar, starts=None) -> dict:
-    """Every K of one model in one compiled program (the slots from K on switched off); ``{K: FitResult}``.
+def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_covar, starts=None):
+    """Every K of one model in one compiled program (the slots from K on switched off): ``{K: FitResult}``
+    (``None`` where non-finite) and ``{K: (total log-likelihood, ICL entropy)}``.
 
     The same restarts as ``fit(key, X, K, ...)``: the same keys, and random draws keyed per component,
     so each cell is that fit (to rounding: the E-step's form can depend on the number of slots).
     """
-    from jaxgmm.fit import FitResult, _check_options, _fit_each_k
+    from jaxgmm.fit import _check_options, _fit_each_k
 
     if not ks:
-        return {}
+        return {}, {}
     for k in ks:
         _check_options(k, model, n_init, init, max_iter, tol, reg_covar)
     k_max = max(ks)
@@ -313,14 +311,18 @@ def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_co
         jax.random.split(key, n_init), X, weights, jnp.asarray(ks, jnp.int32), start_resp, n_components=k_max,
         covariance_type=model, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
     )
-    out = {}
+    w = jnp.ones(X.shape[0], X.dtype) if weights is None else weights
+    totals, entropies = (np.asarray(a)[0] for a in _cell_numbers(jax.tree.map(lambda leaf: leaf[None], stacked.params),
+                                                                   X[None], w[None]))
+    stacked = jax.device_get(stacked)  # slicing on the host: one transfer instead of a dispatch per leaf and K
+    results = []
     for i, k in enumerate(ks):
         cell = jax.tree.map(lambda leaf: leaf[i], stacked)
         restarts = cell.restarts._replace(params=_first_components(cell.restarts.params, k))
-        result = FitResult(_first_components(cell.params, k), cell.log_likelihood, cell.n_iter, cell.converged,
-                           cell.history, restarts, cell.best_index)
-        out[k] = result if bool(jnp.isfinite(result.log_likelihood)) else None
-    return out
+        results.append(cell._replace(params=_first_components(cell.params, k), restarts=restarts))
+    results = jax.device_put(results)  # back to JAX arrays, all leaves in one call
+    out = {k: result if np.isfinite(result.log_likelihood) else None for k, result in zip(ks, results)}
+    return out, {k: (totals[i], entropies[i]) for i, k in enumerate(ks)}
 
 
 def _hc_tree(X):
@@ -335,7 +337,8 @@ def _hc_starts(X, ks, model, tree) -> dict:
     2,000 rows they come from one M-step of ``model`` and an E-step on all rows)."""
     from jaxgmm import hc
 
-    return {k: hc.hc_responsibilities(np.asarray(X, np.float64), k, covariance_type=model, start=tree) for k in ks}
+    X = np.asarray(X, np.float64)
+    return {k: hc.hc_responsibilities(X, k, covariance_type=model, start=tree, n_slots=max(ks)) for k in ks}
 
 
 # --------------------------------------------------------------------------- many data sets

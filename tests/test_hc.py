@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mclust_reference import REPO_ROOT, rscript_with_mclust
+from conftest import rtol_for
 
 from jaxgmm.hc import (
     HC_MODELS,
@@ -258,6 +259,21 @@ def test_subset_start_is_deterministic_and_covers_every_row():
     assert start.rows.shape == (200,) and len(set(start.rows.tolist())) == 200
     np.testing.assert_array_equal(start.merges, hc_merges(X[start.rows]))
     np.testing.assert_array_equal(hc_responsibilities(X, 4, start=start, covariance_type="VVV"), z1)
+
+    # VVV: one M-step from the subset's partition and one E-step on all rows, in numpy and scipy.
+    from scipy.special import softmax
+    from scipy.stats import multivariate_normal
+
+    labels = hc_partitions(start.merges, 4)
+    parts = [X[start.rows][labels == g] for g in range(4)]
+    logs = np.stack([np.log(len(p) / 200) + multivariate_normal(p.mean(axis=0), np.cov(p.T, bias=True)).logpdf(X)
+                     for p in parts], axis=1)
+    np.testing.assert_allclose(z1, softmax(logs, axis=1), rtol=rtol_for(float64=1e-8, float32=1e-3), atol=1e-6)
+    # Extra switched-off slots (one compiled program for every G) change nothing, whatever the model.
+    for model in ("EII", "VEI", "EEE", "VEV"):
+        np.testing.assert_allclose(hc_responsibilities(X, 3, start=start, covariance_type=model, n_slots=7),
+                                   hc_responsibilities(X, 3, start=start, covariance_type=model),
+                                   rtol=rtol_for(float64=1e-10, float32=1e-5), atol=1e-7)
     other = hc_start(X, subset=200, rng=124)
     assert not np.array_equal(np.sort(other.rows), np.sort(start.rows))
     # G = 1 is one Gaussian on all rows, as mclust fits it (no tree)

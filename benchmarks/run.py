@@ -452,16 +452,23 @@ def _median_spread(values):
 
 
 def run_interleaved(libs, spec, data_path, time_limits, rounds, label="", log=print):
-    """Every library's repetitions, alternated in ``rounds`` rounds (each round starts one library later).
+    """Every library's repetitions on ``spec``, alternated in ``rounds`` rounds; see :func:`interleave`."""
+    return interleave({lib: (lib, spec) for lib in libs}, data_path, time_limits, rounds, label=label, log=log)
 
-    Returns ``{lib: result}``: the median of the measured value (``ms_per_iter`` or ``total_s``) with its
-    minimum and maximum over the rounds (``…_min``, ``…_max``), every repetition (``reps``), the set-up's
-    ``info`` (``first_s`` includes compilation), ``final`` and ``status``.
+
+def interleave(jobs, data_path, time_limits, rounds, label="", log=print):
+    """Timed repetitions of several workers, alternated in ``rounds`` rounds (each round starts one later).
+
+    ``jobs`` maps a name to ``(library, spec)``; ``time_limits`` maps the names to seconds. Returns
+    ``{name: result}``: the median of the measured value (``ms_per_iter`` or ``total_s``) with its minimum
+    and maximum over the rounds (``…_min``, ``…_max``), every repetition (``reps``), the set-up's ``info``
+    (``first_s`` includes compilation), ``final`` and ``status``.
     """
+    libs = list(jobs)
     workers, results = {}, {}
     for lib in libs:  # set up one at a time: first calls compile without competing
         try:
-            workers[lib] = Worker(lib, spec, data_path, time_limits[lib])
+            workers[lib] = Worker(*jobs[lib], data_path, time_limits[lib])
             results[lib] = dict(workers[lib].expect("READY"), reps=[])
         except WorkerFailed as failure:
             results[lib] = {"status": str(failure)}
@@ -502,7 +509,15 @@ def run_interleaved(libs, spec, data_path, time_limits, rounds, label="", log=pr
 def run_worker(lib, spec, data_path, time_limit, repeats=None):
     """One library alone: ``repeats`` repetitions (default ``spec['repeats']`` or 3), median and spread."""
     repeats = repeats or spec.get("repeats", 3)
-    return run_interleaved([lib], spec, data_path, {lib: time_limit}, repeats, log=lambda *_: None)[lib]
+    return interleave({lib: (lib, spec)}, data_path, {lib: time_limit}, repeats, log=lambda *_: None)[lib]
+
+
+def paired_ratio(a, b, key="ms_per_iter"):
+    """Median and range of ``a/b`` over the rounds of an interleaved measurement (repetitions taken side
+    by side); ``(None, None, None)`` unless both ran."""
+    if a.get("status") != "ok" or b.get("status") != "ok":
+        return None, None, None
+    return _median_spread([x[key] / y[key] for x, y in zip(a["reps"], b["reps"]) if x.get(key) and y.get(key)])
 
 
 def fresh_process_seconds(spec, data_path, cache_dir=None, time_limit=DEFAULT_TIME_LIMIT):
@@ -621,9 +636,7 @@ def summarise(rows, rate):
                 continue
             for prefix, mine in (("", ours), ("fast_", fast)):
                 if mine.get("status") == "ok":
-                    # Ratios of repetitions taken side by side (same round), then their median and range.
-                    paired = [p[key] / m[key] for p, m in zip(r["reps"], mine["reps"]) if p.get(key) and m.get(key)]
-                    ratio, low, high = _median_spread(paired)
+                    ratio, low, high = paired_ratio(r, mine, key)
                     row[f"{prefix}speedup_vs_{lib}"] = ratio
                     row[f"{prefix}speedup_vs_{lib}_range"] = (low, high)
         for prefix, r in (("", ours), ("fast_", fast)):

@@ -723,8 +723,8 @@ def markdown(rows, rate, info, title):
             floor_ms = 4 * row["spec"]["n"] * row["spec"]["k"] * row["spec"]["d"] ** 2 / rate / 1e6
             lines.append(f"- {row['case']}: {row['ns_per_point_iter']:.1f} ns per point per iteration "
                          f"(`fast=True`: {_fmt(row.get('fast_ns_per_point_iter'), '{:.1f}')}); the matrix-product "
-                         f"floor is {floor_ms:.2g} ms per iteration, "
-                         f"{_fmt(row.get('pct_of_matmul'), '{:.0f}%')} of which the default reaches; recompiles "
+                         f"floor is {floor_ms:.2g} ms per iteration, so the default runs at "
+                         f"{_fmt(row.get('pct_of_matmul'), '{:.0f}%')} of it; recompiles "
                          f"during warm runs: {row['results']['jaxgmm'].get('recompiles')}.")
         if row.get("fresh_process_s") is not None:
             lines.append(f"- {row['case']}: a new Python process that imports jaxgmm and fits (import, trace, compile, "
@@ -866,8 +866,9 @@ def report(folder, with_scale_note=True):
             parts.append(section(saved) + "\n")
             if name == "results" and with_scale_note:
                 parts.append(SCALE_NOTE + "\n")
-    # benchmarks/models.py (the 14 covariance models) and benchmarks/selection_grid.py (the selection grid), against mclust
-    for extra in ("models.md", "selection_grid.md"):
+    # benchmarks/profile_mid.py (where mid's time goes), benchmarks/models.py (the 14 covariance models) and
+    # benchmarks/selection_grid.py (the selection grid), against mclust
+    for extra in ("profile.md", "models.md", "selection_grid.md"):
         if with_scale_note and (Path(folder) / extra).exists():
             parts.append("\n" + (Path(folder) / extra).read_text())
     return "".join(parts)

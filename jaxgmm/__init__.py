@@ -8,7 +8,7 @@ Drivers (validate input at the edge): :func:`fit` with parallel restarts and
 
 from jaxgmm.compare import Comparison, MethodTrace, compare
 from jaxgmm.compilation_cache import enable_compilation_cache
-from jaxgmm.datasets import FAITHFUL_COLUMNS, load_faithful
+from jaxgmm.datasets import FAITHFUL_COLUMNS, PENGUINS_COLUMNS, load_faithful, load_penguins
 from jaxgmm.density import log_prob, predict, predict_proba, score, score_samples, weighted_log_prob
 from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_responsibilities
 from jaxgmm.fit import FitResult, default_batch_size, fit, fit_many, pad_datasets
@@ -30,6 +30,7 @@ __all__ = [
     "Comparison",
     "EMResult",
     "FAITHFUL_COLUMNS",
+    "PENGUINS_COLUMNS",
     "FitResult",
     "GMMParams",
     "GradientResult",
@@ -63,6 +64,7 @@ __all__ = [
     "kmeans_plusplus",
     "load",
     "load_faithful",
+    "load_penguins",
     "log_likelihood",
     "log_prob",
     "m_step",

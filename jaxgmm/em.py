@@ -18,7 +18,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxgmm import kernels
+from jaxgmm import kernels, missing_kernels
+from jaxgmm.incomplete import IncompleteData, as_incomplete, check_missing_option
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams
@@ -36,6 +37,7 @@ def e_step(
     *,
     block_size: int | None = None,
     fast: bool = False,
+    missing: str = "raise",
 ) -> tuple[SuffStats, jax.Array]:
     """E-step: responsibilities reduced to sufficient statistics.
 
@@ -43,9 +45,10 @@ def e_step(
     ----------
     params : GMMParams
         Current parameters (``K`` components, ``D`` features).
-    X : array, shape (N, D)
+    X : array, shape (N, D), or IncompleteData
     sample_weight : array, shape (N,), optional
         Non-negative weights; rows of weight 0 contribute nothing (padding).
+        (An :class:`~jaxgmm.incomplete.IncompleteData` holds its own.)
     block_size : int, optional
         Rows per block; memory is ``O(block_size · K · D)`` whatever ``N``.
     fast : bool
@@ -59,6 +62,17 @@ def e_step(
         and for components a few tens of σ from the centre in float32; keep
         the default for float32 data whose components are hundreds of σ
         apart.
+    missing : {"raise", "marginalize"}
+        ``"marginalize"``: NaN entries of ``X`` are missing values (missing
+        at random); rows contribute through the marginal density of their
+        observed values and the statistics are expected ones (conditional
+        means and covariances of the missing values; see
+        :mod:`jaxgmm.missing_kernels`). Concrete ``X`` is laid out on the
+        host (:mod:`jaxgmm.incomplete`); inside ``jit``/``vmap`` pass an
+        :class:`~jaxgmm.incomplete.IncompleteData` from
+        :func:`jaxgmm.incomplete.layout` (a traced array takes a slower
+        general form). ``"raise"`` (default): ``X`` is complete (the
+        edges reject NaN). An ``IncompleteData`` is always marginalised.
 
     Returns
     -------
@@ -66,41 +80,16 @@ def e_step(
         Statistics centred at ``params.means`` (at the shared centre with
         ``fast=True``).
     log_likelihood : array, shape ()
-        The weighted **sum** ``Σ_n w_n log p(x_n)``; divide by
-        ``stats.counts.sum()`` for the mean.
+        The weighted **sum** ``Σ_n w_n log p(x_n)`` (of the observed values
+        ``x_n,o`` with missing ones); divide by ``stats.counts.sum()`` for
+        the mean.
     """
-    n_samples = X.shape[0]
-    if sample_weight is None:
-        sample_weight = jnp.ones(n_samples, X.dtype)
-    sample_weight = jnp.asarray(sample_weight, X.dtype)
-    prec_chol = params.precisions_cholesky
-    packed_products = kernels.uses_packed_products(params, fast)
-    if block_size is None:
-        block_size = kernels.default_block_size(n_samples, params.n_components, params.n_features, packed_products)
-    block_size = max(1, min(int(block_size), n_samples))
-    n_blocks, remainder = divmod(n_samples, block_size)
-    block_fn = kernels.block_function(params, prec_chol, fast=fast, packed_products=packed_products)
-
-    def block(xb, wb):
-        # Zero-weight rows (padding) may hold anything; keep NaN out of the sums.
-        return block_fn(jnp.where(wb[:, None] > 0, xb, 0.0), wb)
-
-    def add(a, b):  # (statistics, log-likelihood) pairs; statistics keep their centres
-        return a[0] + b[0], a[1] + b[1]
-
-    def body(i, carry):
-        start = i * block_size
-        xb = jax.lax.dynamic_slice_in_dim(X, start, block_size)
-        wb = jax.lax.dynamic_slice_in_dim(sample_weight, start, block_size)
-        return add(carry, block(xb, wb))
-
-    total = block(X[:block_size], sample_weight[:block_size])
-    if n_blocks > 1:
-        total = jax.lax.fori_loop(1, n_blocks, body, total)
-    if remainder:
-        total = add(total, block(X[n_blocks * block_size :], sample_weight[n_blocks * block_size :]))
-    stats, log_likelihood = total
-    return kernels.finish_statistics(stats, params), log_likelihood
+    check_missing_option(missing)
+    if isinstance(X, IncompleteData) or missing == "marginalize":
+        X = as_incomplete(X, sample_weight, params.covariance_type)  # stays an array if nothing is missing
+        if isinstance(X, IncompleteData):
+            return missing_kernels.e_step(params, X, block_size=block_size, fast=fast)
+    return kernels.complete_e_step(params, X, sample_weight, block_size=block_size, fast=fast)
 
 
 @float32_matmuls
@@ -257,7 +246,22 @@ def iterate_em(
     return EMResult(params, final_ll_sum / total_weight, n_iter, converged, history)
 
 
-@partial(jit, static_argnames=("max_iter", "block_size", "fast"))
+def _lay_out_missing(params, X, *args, sample_weight=None, missing="raise", **kwargs):
+    """Host side of :func:`em_loop` (before tracing): concrete data with NaN and ``missing="marginalize"``
+    become an :class:`~jaxgmm.incomplete.IncompleteData` (which holds the weights); without NaN they
+    take the complete-data path."""
+    check_missing_option(missing)
+    if missing == "marginalize" and not isinstance(X, (IncompleteData, jax.core.Tracer)) and not isinstance(
+            sample_weight, jax.core.Tracer):
+        X = as_incomplete(X, sample_weight, params.covariance_type)
+        if isinstance(X, IncompleteData):
+            sample_weight = None
+        else:
+            missing = "raise"  # nothing is missing
+    return (params, X, *args), dict(sample_weight=sample_weight, missing=missing, **kwargs)
+
+
+@partial(jit, static_argnames=("max_iter", "block_size", "fast", "missing"), prepare=_lay_out_missing)
 def em_loop(
     params: GMMParams,
     X: jax.Array,
@@ -270,6 +274,7 @@ def em_loop(
     fast: bool = False,
     inner_tol: float | jax.Array | None = None,
     inner_max_iter: int | jax.Array = 100,
+    missing: str = "raise",
 ) -> EMResult:
     """Run EM from ``params`` until the mean log-likelihood changes by less than ``tol``.
 
@@ -303,6 +308,13 @@ def em_loop(
     inner_tol, inner_max_iter : float, int
         The inner loop of the iterative M-steps (mclust's VEI, VEE, EVE,
         VVE, VEV; traced); see :func:`m_step`.
+    missing : {"raise", "marginalize"}
+        ``"marginalize"``: NaN entries are missing values (see
+        :func:`e_step`); ``history`` and ``log_likelihood`` are then the
+        observed-data log-likelihood (mean over rows with an observed
+        value), which EM never decreases. Concrete ``X`` is laid out on the
+        host before tracing, so this is as fast as a prepared
+        :class:`~jaxgmm.incomplete.IncompleteData`.
 
     Returns
     -------
@@ -317,11 +329,16 @@ def em_loop(
     >>> bool(result.converged), result.history.shape
     (True, (50,))
     """
-    if sample_weight is None:
-        sample_weight = jnp.ones(X.shape[0], X.dtype)
-    sample_weight = jnp.asarray(sample_weight, X.dtype)
+    if missing == "marginalize" or isinstance(X, IncompleteData):
+        X = as_incomplete(X, sample_weight, params.covariance_type)  # already laid out, unless traced
+    if isinstance(X, IncompleteData):
+        sample_weight, total_weight = None, X.total_weight()
+    else:
+        sample_weight = jnp.ones(X.shape[0], X.dtype) if sample_weight is None else sample_weight
+        sample_weight = jnp.asarray(sample_weight, X.dtype)
+        total_weight = jnp.sum(sample_weight)
     stats_fn = partial(e_step, X=X, sample_weight=sample_weight, block_size=block_size, fast=fast)
     return iterate_em(
-        stats_fn, params, jnp.sum(sample_weight), max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+        stats_fn, params, total_weight, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
         inner_tol=inner_tol, inner_max_iter=inner_max_iter,
     )

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgmm.em import EMResult, em_loop
+from jaxgmm.incomplete import IncompleteData, as_incomplete, check_missing_option, layout_many
 from jaxgmm.init import INIT_METHODS, initialize, params_from_responsibilities
 from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams, check_covariance_type
@@ -222,6 +223,7 @@ def fit(
     sample_weight=None,
     fast: bool = False,
     restart_batch_size: int | None = None,
+    missing: str = "raise",
 ) -> FitResult:
     """Fit a Gaussian mixture by EM, with ``n_init`` restarts compiled into one program.
 
@@ -249,6 +251,13 @@ def fit(
         over batches). Default :func:`default_batch_size`: all on an
         accelerator, one at a time on CPU. The result does not depend on
         it; each restart stops changing once it has converged.
+    missing : {"raise", "marginalize"}
+        ``"marginalize"``: NaN entries of ``X`` are values missing at random;
+        EM maximises the likelihood of the observed values (exactly, see
+        :func:`jaxgmm.e_step`) and ``log_likelihood``/``history`` report it.
+        A row with no observed value contributes nothing; a column with none
+        is an error. Without NaN this is the complete-data fit, exactly.
+        ``"raise"`` (default): NaN is an error.
 
     Returns
     -------
@@ -272,9 +281,10 @@ def fit(
     n_components, n_init, max_iter, tol, reg_covar = _check_options(
         n_components, covariance_type, n_init, init, max_iter, tol, reg_covar
     )
-    X = check_array(X, min_samples=n_components)
+    X = check_array(X, min_samples=n_components, missing=check_missing_option(missing))
     sample_weight = check_sample_weight(sample_weight, X.shape[0], X.dtype, min_positive=n_components)
     init_params = _check_init_params(init, n_components, covariance_type, X.shape[1], X.dtype)
+    X, sample_weight = lay_out_missing(X, sample_weight, covariance_type, missing)
     result = _fit_restarts(
         jax.random.split(key, n_init), X, sample_weight, init_params,
         n_components=n_components, covariance_type=covariance_type,
@@ -285,6 +295,15 @@ def fit(
     )
     _raise_if_failed(result, "EM")
     return result
+
+
+def lay_out_missing(X, sample_weight, covariance_type: str, missing: str):
+    """Validated ``(X, sample_weight)`` as the drivers pass them on: with ``missing="marginalize"`` and NaN in
+    ``X``, ``(IncompleteData, None)`` (the layout holds the weights); otherwise unchanged."""
+    if missing != "marginalize":
+        return X, sample_weight
+    data = as_incomplete(np.asarray(X), sample_weight, covariance_type)
+    return (data, None) if isinstance(data, IncompleteData) else (X, sample_weight)
 
 
 def pad_datasets(datasets: Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -333,12 +352,13 @@ def _fit_datasets(
             fast=fast,
         )
 
-    return _map_fits(one_dataset, (keys, X, sample_weight), X.shape[0], batch_size)
+    return _map_fits(one_dataset, (keys, X, sample_weight), keys.shape[0], batch_size)
 
 
-def _prepare_datasets(X, sample_weight, *, min_positive: int) -> tuple[jax.Array, jax.Array]:
+def _prepare_datasets(X, sample_weight, *, min_positive: int, missing: str = "raise") -> tuple[jax.Array, jax.Array]:
     """Validated stacked data sets ``(B, N, D)`` and weights ``(B, N)`` (ones by default), padding rows
-    (weight 0) zeroed in a copy, so they may hold anything, even NaN."""
+    (weight 0) zeroed in a copy, so they may hold anything, even NaN (elsewhere NaN is a missing value
+    with ``missing="marginalize"``)."""
     X = np.array(X)  # a copy: padding rows are zeroed below
     if X.ndim != 3:
         raise ValueError(f"X must have shape (n_datasets, n_samples, n_features); got shape {X.shape}.")
@@ -352,7 +372,7 @@ def _prepare_datasets(X, sample_weight, *, min_positive: int) -> tuple[jax.Array
         if weight.shape != (n_sets, n_samples):
             raise ValueError(f"sample_weight must have shape {(n_sets, n_samples)}; got {weight.shape}.")
     X[weight == 0] = 0
-    return check_datasets(X, weight, min_positive=min_positive)
+    return check_datasets(X, weight, min_positive=min_positive, missing=missing)
 
 
 @partial(jit, static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter", "batch_size"))
@@ -367,7 +387,7 @@ def _fit_datasets_each_k(keys, X, sample_weight, ks, *, n_components, covariance
                            covariance_type=covariance_type, init=init, max_iter=max_iter, tol=tol,
                            reg_covar=reg_covar)
 
-    return _map_fits(one_dataset, (keys, X, sample_weight), X.shape[0], batch_size)
+    return _map_fits(one_dataset, (keys, X, sample_weight), keys.shape[0], batch_size)
 
 
 def fit_many(
@@ -384,6 +404,7 @@ def fit_many(
     reg_covar: float = 1e-6,
     fast: bool = False,
     batch_size: int | None = None,
+    missing: str = "raise",
 ) -> FitResult:
     """Fit one mixture to each of many data sets in a single compiled call.
 
@@ -426,10 +447,14 @@ def fit_many(
     )
     if isinstance(init, GMMParams):
         raise ValueError("fit_many takes an init method name; for given parameters vmap jaxgmm.em_loop.")
-    Xj, weight = _prepare_datasets(X, sample_weight, min_positive=n_components)
+    Xj, weight = _prepare_datasets(X, sample_weight, min_positive=n_components,
+                                   missing=check_missing_option(missing))
+    n_sets = Xj.shape[0]
     get_model(covariance_type).check_n_features(Xj.shape[2])
+    if missing == "marginalize" and np.isnan(np.asarray(Xj)).any():
+        Xj, weight = layout_many(np.asarray(Xj), np.asarray(weight), covariance_type), None
     result = _fit_datasets(
-        jax.random.split(key, Xj.shape[0]), Xj, weight, n_components=n_components,
+        jax.random.split(key, n_sets), Xj, weight, n_components=n_components,
         covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
         reg_covar=reg_covar, fast=bool(fast),
         batch_size=None if batch_size is None else check_positive_int(batch_size, "batch_size"),

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgmm.em import m_step, stats_from_responsibilities
+from jaxgmm.incomplete import IncompleteData
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
 from jaxgmm.xla_options import jit
@@ -153,6 +154,29 @@ def _random_from_data_responsibilities(key, X, n_components, w, active):
     return resp
 
 
+@float32_matmuls
+def _observed_means(values, observed, weights, fallback):
+    """``(G, D)`` means of the observed values per group, ``weights (N, G)``; ``fallback (D,)`` where a group
+    observed nothing of a feature."""
+    mask = observed.astype(values.dtype)
+    amount = weights.T @ mask
+    return jnp.where(amount > 0, (weights.T @ (mask * values)) / jnp.where(amount > 0, amount, 1.0), fallback)
+
+
+def _filled_rows(data: IncompleteData):
+    """Rows of ``data`` with each missing value set to its column's mean, their weights, and
+    ``fill(resp (M, K))``: the rows with each missing value set to the responsibility-weighted mean of the
+    components' observed values."""
+    values, observed, w = data.rows()
+    column_means = _observed_means(values, observed, w[:, None], 0.0)[0]
+
+    def fill(resp):
+        means = _observed_means(values, observed, resp * w[:, None], column_means)
+        return jnp.where(observed, values, resp @ means)
+
+    return jnp.where(observed, values, column_means), w, fill
+
+
 def _active(n_components: int, n_active) -> jax.Array:
     """``(K,)`` bool: the first ``n_active`` components (all without it)."""
     return jnp.arange(n_components) < (n_components if n_active is None else n_active)
@@ -215,7 +239,7 @@ def initialize(
     Parameters
     ----------
     key : PRNG key
-    X : array, shape (N, D)
+    X : array, shape (N, D), or IncompleteData
     n_components : int
         ``K`` (static).
     covariance_type : {"full", "tied", "diag", "spherical"}
@@ -233,7 +257,19 @@ def initialize(
     User-given parameters need no initialiser: validate them with
     :meth:`GMMParams.from_arrays` and pass them to :func:`jaxgmm.em_loop` (or
     as ``init=`` to :func:`jaxgmm.fit`).
+
+    Data with missing values (an :class:`~jaxgmm.incomplete.IncompleteData`)
+    use every row with an observed value, not only the complete ones (few
+    are complete when many features can be missing): the method runs on the
+    rows with each missing value set to its column's mean, and the starting
+    parameters come from the rows with each missing value set to the mean
+    of its components' observed values (weighted by the responsibilities).
     """
+    if isinstance(X, IncompleteData):
+        X, sample_weight, fill = _filled_rows(X)
+        resp = initial_responsibilities(key, X, n_components, method, sample_weight, n_active)
+        return params_from_responsibilities(fill(resp), resp, covariance_type, reg_covar=reg_covar,
+                                            sample_weight=sample_weight, n_active=n_active)
     resp = initial_responsibilities(key, X, n_components, method, sample_weight, n_active)
     return params_from_responsibilities(X, resp, covariance_type, reg_covar=reg_covar, sample_weight=sample_weight,
                                         n_active=n_active)

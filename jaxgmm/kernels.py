@@ -290,9 +290,9 @@ def _block_e_step_shared(params: GMMParams, prec_chol: jax.Array, center: jax.Ar
     and Mahalanobis terms (see the README's "Numerics").
     """
     kind = params.model.storage.kind
-    n_features = X.shape[1]
     Xc = X - center
     means_c = params.means - center
+    packed = None
     if kind in ("full", "tied"):
         precision = prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
         packed = _pack_outer(Xc)
@@ -313,11 +313,19 @@ def _block_e_step_shared(params: GMMParams, prec_chol: jax.Array, center: jax.Ar
     maha = quadratic - 2 * Xc @ prec_means.T + jnp.sum(prec_means * means_c, axis=1)
     # Cancellation can leave a tiny negative value where it is mathematically ≥ 0.
     wlp = component_log_norm(params, prec_chol) - 0.5 * jnp.maximum(maha, 0.0)
+    return _shared_centre_statistics(params, center, Xc, wlp, w, packed)
+
+
+def _shared_centre_statistics(params: GMMParams, center, Xc, wlp, w, packed=None):
+    """Statistics about the shared centre ``c`` of rows ``Xc = X − c`` with log-probabilities ``wlp (B, K)``;
+    ``packed`` is ``_pack_outer(Xc)`` where the caller has it."""
+    kind = params.model.storage.kind
+    n_features = Xc.shape[1]
     weighted_resp, log_likelihood = _responsibilities(wlp, w)
-    if kind == "full":
-        scatters = _unpack_symmetric(weighted_resp.T @ packed, n_features)
-    elif kind == "tied":
-        scatters = _unpack_symmetric(jnp.sum(weighted_resp, axis=1) @ packed, n_features)
+    if kind in ("full", "tied"):
+        packed = _pack_outer(Xc) if packed is None else packed
+        resp = weighted_resp if kind == "full" else jnp.sum(weighted_resp, axis=1)
+        scatters = _unpack_symmetric(resp.T @ packed, n_features)
     elif kind == "diag":
         scatters = weighted_resp.T @ (Xc * Xc)
     else:
@@ -330,6 +338,55 @@ def _block_e_step_shared(params: GMMParams, prec_chol: jax.Array, center: jax.Ar
         covariance_type=params.covariance_type,
     )
     return stats, log_likelihood
+
+
+def shared_center(params: GMMParams) -> jax.Array:
+    """``(D,)``: the weighted mean of the means, a centre near the data (data far from the origin lose no digits)."""
+    return params.weights @ params.means
+
+
+def statistics_centers(params: GMMParams, fast: bool) -> jax.Array:
+    """``(K, D)``: the centres of the statistics the E-step returns (the means; the shared centre with ``fast``)."""
+    return jnp.broadcast_to(shared_center(params), params.means.shape) if fast else params.means
+
+
+def statistics_from_log_prob(params: GMMParams, X: jax.Array, wlp: jax.Array, w: jax.Array, *, fast: bool):
+    """What :func:`block_function`'s kernel returns for rows ``X (B, D)`` whose log-probabilities
+    ``log α_k + log p(x_n | k)`` are given, ``wlp (B, K)``: the E-step with missing values
+    (:mod:`jaxgmm.missing_kernels`) fills the rows and supplies the marginal log-probabilities, and
+    the moments of the filled rows take the complete-data forms (summable with theirs)."""
+    storage = params.model.storage
+    if fast:
+        center = shared_center(params)
+        return _shared_centre_statistics(params, center, X - center, wlp, w)
+    if _uses_direct_statistics(storage, params.n_components):
+        diff = X[:, None, :] - params.means[None, :, :]
+        weighted_resp, log_likelihood = _responsibilities(wlp, w)
+        return stats_from_diff(diff, weighted_resp, params.means, params.covariance_type), log_likelihood
+    return _nearest_mean_moments(X, wlp, w, params.means, storage)
+
+
+def sum_over_blocks(block, arrays: tuple, block_size: int):
+    """``Σ_b block(*arrays[b])`` over blocks of ``block_size`` rows of every array in ``arrays`` (rows first);
+    a ``fori_loop`` over the full blocks, then the remainder. ``block`` returns sums: arrays,
+    :class:`SuffStats` or moments, or (nested) plain tuples of them."""
+    n_rows = arrays[0].shape[0]
+    block_size = max(1, min(int(block_size), n_rows))
+    n_blocks, remainder = divmod(n_rows, block_size)
+
+    def add(a, b):  # plain tuples elementwise; statistics (which keep their centres) and moments by their own +
+        return tuple(map(add, a, b)) if type(a) is tuple else a + b
+
+    def body(i, carry):
+        start = i * block_size
+        return add(carry, block(*(jax.lax.dynamic_slice_in_dim(a, start, block_size) for a in arrays)))
+
+    total = block(*(a[:block_size] for a in arrays))
+    if n_blocks > 1:
+        total = jax.lax.fori_loop(1, n_blocks, body, total)
+    if remainder:
+        total = add(total, block(*(a[n_blocks * block_size :] for a in arrays)))
+    return total
 
 
 def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:
@@ -383,8 +440,7 @@ def block_function(params: GMMParams, prec_chol: jax.Array, *, fast: bool, packe
     ``packed_products``. Zero-weight rows may hold anything; callers mask them.
     """
     storage = params.model.storage
-    # A shared centre near the data, so data far from the origin lose no digits.
-    center = params.weights @ params.means
+    center = shared_center(params)
     if fast:
         return partial(_block_e_step_shared, params, prec_chol, center)
     if _uses_direct_statistics(storage, params.n_components):
@@ -399,6 +455,27 @@ def block_function(params: GMMParams, prec_chol: jax.Array, *, fast: bool, packe
 def uses_packed_products(params: GMMParams, fast: bool) -> bool:
     """Whether the default E-step takes the packed form (it also sizes the blocks)."""
     return not fast and _uses_packed_products(params.model.storage, params.n_components, params.n_features)
+
+
+def complete_e_step(params: GMMParams, X: jax.Array, sample_weight: jax.Array | None, *, block_size: int | None,
+                    fast: bool):
+    """:func:`jaxgmm.e_step` of complete rows ``X (N, D)``: blocks of the kernel the rule picks, summed."""
+    n_samples = X.shape[0]
+    if sample_weight is None:
+        sample_weight = jnp.ones(n_samples, X.dtype)
+    sample_weight = jnp.asarray(sample_weight, X.dtype)
+    prec_chol = params.precisions_cholesky
+    packed_products = uses_packed_products(params, fast)
+    if block_size is None:
+        block_size = default_block_size(n_samples, params.n_components, params.n_features, packed_products)
+    block_fn = block_function(params, prec_chol, fast=fast, packed_products=packed_products)
+
+    def block(xb, wb):
+        # Zero-weight rows (padding) may hold anything; keep NaN out of the sums.
+        return block_fn(jnp.where(wb[:, None] > 0, xb, 0.0), wb)
+
+    stats, log_likelihood = sum_over_blocks(block, (X, sample_weight), block_size)
+    return finish_statistics(stats, params), log_likelihood
 
 
 def finish_statistics(total, params: GMMParams) -> SuffStats:

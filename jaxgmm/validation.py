@@ -33,12 +33,15 @@ def float_dtype(dtype) -> np.dtype:
     return np.dtype(jnp.zeros((), dtype=float).dtype)
 
 
-def check_array(X, *, name: str = "X", min_samples: int = 1, n_features: int | None = None) -> jax.Array:
+def check_array(X, *, name: str = "X", min_samples: int = 1, n_features: int | None = None,
+                missing: str = "raise") -> jax.Array:
     """A validated ``(N, D)`` float array: 2-D, numeric, non-empty, finite.
 
     Raises ``ValueError`` for 1-D or 3-D input, an empty array, fewer than
     ``min_samples`` rows, a feature count other than ``n_features``, or
-    NaN/infinite values.
+    NaN/infinite values. With ``missing="marginalize"`` NaN marks a missing
+    value: allowed, but every column needs an observed value and
+    ``min_samples`` rows need one (infinite values are still refused).
     """
     if is_traced(X):
         arr = X
@@ -67,11 +70,34 @@ def check_array(X, *, name: str = "X", min_samples: int = 1, n_features: int | N
     if n_features is not None and n_feat != n_features:
         raise ValueError(f"{name} has {n_feat} features, but the model was fitted with {n_features} features.")
     dtype = float_dtype(arr.dtype)
-    if not is_traced(arr):
+    if missing == "marginalize" and not is_traced(arr):
+        check_missing_values(arr, name, min_samples)
+    elif not is_traced(arr):
         if not np.all(np.isfinite(arr)):
             bad = "NaN" if np.isnan(arr).any() else "infinite"
-            raise ValueError(f"{name} contains {bad} values; remove or impute them before fitting.")
+            raise ValueError(f"{name} contains {bad} values; remove or impute them before fitting, or pass "
+                             "missing='marginalize' to treat NaN as missing values.")
     return jnp.array(arr, dtype=dtype)  # jnp.array copies: the caller's array is never aliased
+
+
+def check_missing_values(arr: np.ndarray, name: str = "X", min_samples: int = 1) -> int:
+    """Checks of ``(N, D)`` numpy data whose NaN are missing values; returns how many are missing.
+
+    ``ValueError`` for infinite values, a column with no observed value (naming it), or fewer than
+    ``min_samples`` rows with an observed value.
+    """
+    missing = np.isnan(arr)
+    if np.isinf(arr).any():
+        raise ValueError(f"{name} contains infinite values; only NaN can mark a missing value.")
+    empty_columns = np.flatnonzero(missing.all(axis=0))
+    if empty_columns.size:
+        raise ValueError(f"{name} column {int(empty_columns[0])} has no observed value (columns without one: "
+                         f"{empty_columns.tolist()}); drop it.")
+    n_rows = int((~missing.all(axis=1)).sum())
+    if n_rows < min_samples:
+        raise ValueError(f"{name} has {n_rows} rows with an observed value but at least {min_samples} are needed "
+                         "(n_samples must be >= n_components).")
+    return int(missing.sum())
 
 
 def check_sample_weight(sample_weight, n_samples: int, dtype, *, min_positive: int = 1) -> jax.Array:
@@ -102,7 +128,8 @@ def check_sample_weight(sample_weight, n_samples: int, dtype, *, min_positive: i
     return jnp.array(w, dtype=dtype)
 
 
-def check_datasets(X: np.ndarray, sample_weight: np.ndarray, *, min_positive: int = 1) -> tuple[jax.Array, jax.Array]:
+def check_datasets(X: np.ndarray, sample_weight: np.ndarray, *, min_positive: int = 1,
+                   missing: str = "raise") -> tuple[jax.Array, jax.Array]:
     """Validated data ``(B, N, D)`` and weights ``(B, N)`` of many data sets, checked in one pass each.
 
     The same checks as :func:`check_array` and :func:`check_sample_weight` per
@@ -110,9 +137,12 @@ def check_datasets(X: np.ndarray, sample_weight: np.ndarray, *, min_positive: in
     a thousand small data sets. When a set fails, the per-set check runs on
     it to raise its message, naming it (``X[b]``).
     """
-    check_array(X[0], name="X[0]")  # dtype, emptiness: the same for every set
+    check_array(X[0], name="X[0]", missing=missing)  # dtype, emptiness: the same for every set
     for b in np.flatnonzero(~np.isfinite(X).all(axis=(1, 2))):
-        check_array(X[b], name=f"X[{b}]")
+        if missing == "marginalize":  # the rows of positive weight (padding is zeroed)
+            check_missing_values(X[b][sample_weight[b] > 0], f"X[{b}]")
+        else:
+            check_array(X[b], name=f"X[{b}]")
     bad_weights = ~np.isfinite(sample_weight).all(axis=1) | (sample_weight < 0).any(axis=1)
     bad_weights |= np.count_nonzero(sample_weight, axis=1) < min_positive
     for b in np.flatnonzero(bad_weights):

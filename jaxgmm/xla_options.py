@@ -65,8 +65,9 @@ class _Jitted:
     that importing jaxgmm neither starts JAX's backends nor compiles anything.
     """
 
-    def __init__(self, fn, jit_kwargs):
+    def __init__(self, fn, jit_kwargs, prepare=None):
         self._fn, self._jit_kwargs, self._top_level, self._nested = fn, jit_kwargs, {}, None
+        self._prepare = prepare
         functools.update_wrapper(self, fn)
 
     def _get(self, small_inputs=False):
@@ -82,6 +83,8 @@ class _Jitted:
         return self._nested
 
     def __call__(self, *args, **kwargs):
+        if self._prepare is not None:
+            args, kwargs = self._prepare(*args, **kwargs)
         leaves = jax.tree.leaves((args, kwargs))  # flattened once per call: this is every fit's entry
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self._get_nested()(*args, **kwargs)
@@ -94,6 +97,8 @@ class _Jitted:
 
     def lower(self, *args, **kwargs):
         """``lower`` of the variant a call with these arguments compiles."""
+        if self._prepare is not None:
+            args, kwargs = self._prepare(*args, **kwargs)
         return self._get(_has_small_inputs(jax.tree.leaves((args, kwargs)))).lower(*args, **kwargs)
 
     def _cache_size(self) -> int:
@@ -106,8 +111,13 @@ class _Jitted:
         return getattr(self._get(), name)
 
 
-def jit(fn=None, **jit_kwargs):
-    """Drop-in for ``jax.jit`` (also as ``partial(jit, static_argnames=...)``) with :func:`compiler_options`."""
+def jit(fn=None, *, prepare=None, **jit_kwargs):
+    """Drop-in for ``jax.jit`` (also as ``partial(jit, static_argnames=...)``) with :func:`compiler_options`.
+
+    ``prepare(*args, **kwargs) -> (args, kwargs)``, optional, runs on the host before each call (and
+    ``lower``): where a call's arguments must be looked at before tracing, such as the layout of data
+    with missing values (:func:`jaxgmm.em_loop`).
+    """
     if fn is None:
-        return functools.partial(jit, **jit_kwargs)
-    return _Jitted(fn, jit_kwargs)
+        return functools.partial(jit, prepare=prepare, **jit_kwargs)
+    return _Jitted(fn, jit_kwargs, prepare)

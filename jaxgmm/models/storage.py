@@ -87,6 +87,27 @@ class Storage:
             return prec_chol @ jnp.swapaxes(prec_chol, -1, -2)
         return prec_chol**2
 
+    @float32_matmuls
+    def precision_matrices(self, prec_chol: jax.Array) -> jax.Array:
+        """Matrix layouts: ``(K', D, D)`` precisions, ``K' = K`` for ``full`` and ``1`` for ``tied``."""
+        precision = self.precisions(prec_chol)
+        return precision.reshape((-1,) + precision.shape[-2:])
+
+    def per_coordinate(self, values: jax.Array, n_features: int) -> jax.Array:
+        """Variance layouts: ``(K, D)`` per-feature values from the layout's ``(K, D)`` (diag) or ``(K,)``
+        (spherical), e.g. the precision factor of each feature."""
+        if self.kind == "diag":
+            return values
+        return jnp.broadcast_to(values[..., None], values.shape + (n_features,))
+
+    def reduce_scatter(self, per_component: jax.Array) -> jax.Array:
+        """This layout's ``scatters`` from per-component ones: ``(K, D, D)`` matrices for matrix layouts
+        (summed over components for ``tied``), ``(K, D)`` diagonals for variance layouts (summed over
+        features for ``spherical``)."""
+        if self.kind in ("full", "diag"):
+            return per_component
+        return jnp.sum(per_component, axis=0 if self.is_matrix else -1)
+
     def log_det_precision_cholesky(self, prec_chol: jax.Array, n_features: int) -> jax.Array:
         """``log det U`` per component (a scalar for ``tied``): half the precision's log-determinant."""
         if self.is_matrix:

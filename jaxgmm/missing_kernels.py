@@ -1,0 +1,402 @@
+"""The E-step with missing coordinates (missing at random; Ghahramani & Jordan 1994).
+
+For a row with observed coordinates ``o`` and missing ones ``m``, component
+``k`` contributes through the **marginal** density of ``x_o``,
+``N(x_o | μ_o, Σ_oo)``, and the expected sufficient statistics complete the
+row: ``x_m`` is replaced by its conditional mean ``E[x_m | x_o, k]`` and the
+conditional covariance ``Cov[x_m | x_o, k]`` is added to the scatter. The
+M-step is unchanged: it consumes the same :class:`~jaxgmm.stats.SuffStats`.
+
+**Precision form.** With ``Λ = Σ⁻¹``, any fill ``f`` of the missing values,
+``d = x_f − μ`` and ``g = Λd``, the marginal's Mahalanobis term and
+log-determinant are ``dᵀg − g_mᵀ A⁻¹ g_m`` and ``log det Σ + log det A``
+with ``A = Λ_mm`` (``s × s`` for ``s`` missing values), the conditional
+mean is ``f_m + t`` with ``t = −A⁻¹ g_m``, and the conditional covariance
+is ``A⁻¹``. ``g`` for every component is one matrix product
+``(B, D) @ (D, K·D)``, as in the complete-data kernel; only ``A`` is per
+row. The fill is each row's nearest mean in its observed coordinates, so for
+the most probable component the fill *is* the mean and ``dᵀg`` does not
+cancel against ``g_mᵀA⁻¹g_m``.
+
+The statistics are those of the filled rows, taken by the complete-data
+forms of :mod:`jaxgmm.kernels` with the marginal log-probabilities
+(:func:`jaxgmm.kernels.statistics_from_log_prob`), plus corrections for the
+completed coordinates: ``Σ r t`` in the sums and
+``Σ r (t dᵀ + d tᵀ + t tᵀ + A⁻¹)`` in the scatter, placed at each row's
+missing coordinates (by-group sums for per-row patterns, a product for a
+shared pattern).
+
+Rows are bucketed on the host (:mod:`jaxgmm.incomplete`): rows missing
+nothing take the complete-data kernel; diagonal and spherical covariances
+need no factorisation (a masked form); full and tied covariances factorise
+``A`` per row and component, by an unrolled Cholesky factorisation
+vectorised over rows for few missing values, by LAPACK beyond (the rule
+and its measurements: :data:`jaxgmm.incomplete._EXACT_MAX_MISSING`), or
+once per component for rows sharing a pattern.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxgmm import kernels
+from jaxgmm.density import component_log_norm
+from jaxgmm.incomplete import Bucket, IncompleteData, _EXACT_MAX_MISSING
+from jaxgmm.matmul_precision import float32_matmuls
+from jaxgmm.params import GMMParams
+from jaxgmm.stats import SuffStats, stats_from_diff
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+# --------------------------------------------------------------------------- s × s factorisations
+
+
+def _unrolled_factor(A: jax.Array):
+    """Cholesky ``A = L Lᵀ`` of SPD ``A (..., s, s)``, unrolled over the static ``s`` and elementwise over the
+    batch (XLA:CPU runs LAPACK once per matrix, 10-15× slower for ``s ≤ 4``); returns ``log det A``,
+    ``A⁻¹`` and ``F = L⁻ᵀ`` (``A⁻¹ = F Fᵀ``)."""
+    s = A.shape[-1]
+    eps = jnp.finfo(A.dtype).eps
+    a = [[A[..., i, j] for j in range(s)] for i in range(s)]
+    L = [[None] * s for _ in range(s)]
+    for j in range(s):
+        pivot = a[j][j] - sum((L[j][p] ** 2 for p in range(j)), jnp.zeros_like(a[j][j]))
+        # Positive mathematically (A is a principal block of a precision); rounding must not make a NaN.
+        L[j][j] = jnp.sqrt(jnp.maximum(pivot, eps * a[j][j]))
+        for i in range(j + 1, s):
+            L[i][j] = (a[i][j] - sum((L[i][p] * L[j][p] for p in range(j)), jnp.zeros_like(a[i][j]))) / L[j][j]
+    inv_l = [[None] * s for _ in range(s)]  # L⁻¹, lower triangular
+    for i in range(s):
+        inv_l[i][i] = 1.0 / L[i][i]
+        for j in range(i):
+            inv_l[i][j] = -sum(L[i][p] * inv_l[p][j] for p in range(j, i)) * inv_l[i][i]
+    inverse = [[None] * s for _ in range(s)]
+    for i in range(s):
+        for j in range(i + 1):
+            inverse[i][j] = inverse[j][i] = sum(inv_l[p][i] * inv_l[p][j] for p in range(i, s))
+    zero = jnp.zeros_like(a[0][0])
+    factor = [[inv_l[j][i] if j >= i else zero for j in range(s)] for i in range(s)]  # F = L⁻ᵀ
+    log_det = 2 * sum(jnp.log(L[i][i]) for i in range(s))
+    stack = lambda rows: jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)  # noqa: E731
+    return log_det, stack(inverse), stack(factor)
+
+
+@float32_matmuls
+def _lapack_factor(A: jax.Array):
+    """:func:`_unrolled_factor` by LAPACK, for larger ``s``."""
+    chol = jnp.linalg.cholesky(A)
+    eye = jnp.broadcast_to(jnp.eye(A.shape[-1], dtype=A.dtype), A.shape)
+    inv_l = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    factor = jnp.swapaxes(inv_l, -1, -2)
+    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return log_det, factor @ inv_l, factor
+
+
+def _factor(A: jax.Array):
+    return _unrolled_factor(A) if A.shape[-1] <= _EXACT_MAX_MISSING else _lapack_factor(A)
+
+
+# --------------------------------------------------------------------------- full and tied covariances
+
+
+class _Conditional(NamedTuple):
+    """Per row and component, for a block of one bucket (full and tied covariances)."""
+
+    wlp: jax.Array  # (B, K)        log α_k + log N(x_o | μ_ko, Σ_k,oo)
+    filled: jax.Array  # (B, D)     the row, missing values set to the fill f (nearest mean)
+    diff: jax.Array  # (B, K, D)    x_f − μ_k
+    shift: jax.Array  # (B, K, s)   t = E[x_m | x_o, k] − f_m (0 in unused slots)
+    covariance: jax.Array  # (B|1, K|1, s, s)  Cov[x_m | x_o, k] (0 in unused slots)
+    factor: jax.Array  # (B|1, K|1, s, s)      F with F Fᵀ = the conditional covariance (0 in unused slots)
+    missing: jax.Array  # (B, s)     the missing coordinates
+    valid: jax.Array  # (B, s)       which slots are real
+
+
+class _Terms(NamedTuple):
+    """What the blocks need of the parameters (full and tied), computed once per E-step."""
+
+    precision: jax.Array  # (K', D, D)  K' = K (full) or 1 (tied)
+    flat: jax.Array  # (D, K'·D)        the precisions side by side, for one product per block
+    prec_means: jax.Array  # (K, D)     Λ_k (μ_k − c)
+    log_norm: jax.Array  # (K,)        log α_k + log det U_k (no 2π term: it depends on the observed count)
+    center: jax.Array  # (D,)
+
+
+def _terms(params: GMMParams, prec_chol: jax.Array) -> _Terms:
+    storage = params.model.storage
+    precision = storage.precision_matrices(prec_chol)
+    n_features = params.n_features
+    center = kernels.shared_center(params)
+    flat = jnp.transpose(precision, (1, 0, 2)).reshape(n_features, -1)
+    full = jnp.broadcast_to(precision, (params.n_components, n_features, n_features))
+    log_norm = jnp.log(params.weights) + storage.log_det_precision_cholesky(prec_chol, n_features)
+    return _Terms(precision, flat, jnp.einsum("kde,ke->kd", full, params.means - center), log_norm, center)
+
+
+@float32_matmuls
+def _matrix_conditional(params: GMMParams, terms: _Terms, bucket: Bucket) -> _Conditional:
+    means = params.means
+    values, observed, missing = bucket.values, bucket.observed, bucket.missing
+    n_rows, n_features = values.shape
+    valid = bucket.valid()
+    # Fill: each row's nearest mean in its observed coordinates.
+    masked = jnp.where(observed[:, None, :], values[:, None, :] - means[None], 0.0)
+    nearest = jnp.argmin(jnp.sum(masked * masked, axis=-1), axis=-1)
+    filled = jnp.where(observed, values, jnp.take(means, nearest, axis=0))
+    diff = filled[:, None, :] - means[None]
+    # g = Λ_k (x_f − μ_k) for every component: one product about the shared centre.
+    g = ((filled - terms.center) @ terms.flat).reshape(n_rows, -1, n_features) - terms.prec_means[None]
+    maha = jnp.sum(diff * g, axis=-1)
+    g_m = jnp.take_along_axis(g, missing[:, None, :], axis=2) * valid[:, None, :]
+    if bucket.kind == "pattern":  # one factorisation per component serves the bucket
+        idx = missing[0]
+        A = terms.precision[:, idx][:, :, idx][None]  # (1, K', s, s)
+    else:
+        flat_index = missing[:, :, None] * n_features + missing[:, None, :]  # (B, s, s)
+        A = jnp.moveaxis(terms.precision.reshape(terms.precision.shape[0], -1)[:, flat_index], 0, 1)
+        pair = valid[:, None, :, None] & valid[:, None, None, :]
+        A = jnp.where(pair, A, jnp.eye(bucket.width, dtype=A.dtype))  # unused slots: an identity block
+    log_det_a, covariance, factor = _factor(A)
+    if bucket.kind == "pattern":
+        cov_k = jnp.broadcast_to(covariance[0], (means.shape[0],) + covariance.shape[-2:])
+        shift = -jnp.einsum("kij,nkj->nki", cov_k, g_m)
+    else:
+        shift = -jnp.sum(covariance * g_m[..., None, :], axis=-1)
+        pair = valid[:, None, :, None] & valid[:, None, None, :]
+        covariance, factor = covariance * pair, factor * pair
+    maha = jnp.maximum(maha + jnp.sum(g_m * shift, axis=-1), 0.0)  # rounding can leave a tiny negative value
+    n_observed = jnp.sum(observed, axis=-1)
+    wlp = terms.log_norm - 0.5 * (log_det_a + maha + (n_observed * _LOG_2PI)[:, None])
+    return _Conditional(wlp, filled, diff, shift, covariance, factor, missing, valid)
+
+
+def _place(values: jax.Array, missing: jax.Array, n_features: int, pattern: bool) -> jax.Array:
+    """``Σ_n`` of per-row ``values (B, s, ...)`` placed at each row's missing coordinate: ``(D, ...)``."""
+    if pattern:
+        return jnp.zeros((n_features,) + values.shape[2:], values.dtype).at[missing[0]].add(jnp.sum(values, axis=0))
+    flat = values.reshape((-1,) + values.shape[2:])
+    return kernels._sums_by_group(flat, missing.reshape(-1), n_features)
+
+
+@float32_matmuls
+def _corrections(params: GMMParams, c: _Conditional, weighted_resp: jax.Array, centers: jax.Array,
+                 pattern: bool) -> SuffStats:
+    """What completing the missing coordinates adds to the statistics of the filled rows, about ``centers``."""
+    n_rows, n_features = c.filled.shape
+    n_components = centers.shape[0]
+    rt = weighted_resp[..., None] * c.shift  # (B, K, s)
+    sums = _place(jnp.swapaxes(rt, 1, 2), c.missing, n_features, pattern).T  # (K, D)
+    about = c.filled[:, None, :] - centers[None]  # x_f − c_k
+    if pattern:
+        cross_rows = jnp.einsum("nki,nkd->kid", rt, about)  # (K, s, D)
+        cross = jnp.zeros((n_components, n_features, n_features), rt.dtype).at[:, c.missing[0]].add(cross_rows)
+        block = jnp.einsum("nki,nkj->kij", rt, c.shift) + jnp.sum(weighted_resp, axis=0)[:, None, None] * c.covariance[0]
+        idx = c.missing[0]
+        block = jnp.zeros_like(cross).at[:, idx[:, None], idx[None, :]].add(block)
+    else:
+        values = jnp.swapaxes(rt, 1, 2)[..., None] * about[:, None]  # (B, s, K, D)
+        cross = jnp.moveaxis(_place(values, c.missing, n_features, False), 0, 1)  # (K, D_j, D)
+        per_pair = rt[..., :, None] * c.shift[..., None, :] + weighted_resp[..., None, None] * c.covariance
+        per_pair = jnp.moveaxis(per_pair, 1, -1)  # (B, s, s, K)
+        pair_index = c.missing[:, :, None] * n_features + c.missing[:, None, :]
+        block = kernels._sums_by_group(per_pair.reshape(-1, n_components), pair_index.reshape(-1),
+                                       n_features * n_features)
+        block = jnp.moveaxis(block.reshape(n_features, n_features, n_components), -1, 0)
+    scatters = cross + jnp.swapaxes(cross, -1, -2) + block
+    return SuffStats(jnp.zeros(n_components, rt.dtype), sums, params.model.storage.reduce_scatter(scatters),
+                     centers, params.covariance_type)
+
+
+def _matrix_block(params, terms, fast, bucket: Bucket):
+    c = _matrix_conditional(params, terms, bucket)
+    w = bucket.weight
+    filled_stats, log_likelihood = kernels.statistics_from_log_prob(params, c.filled, c.wlp, w, fast=fast)
+    weighted_resp, _ = kernels._responsibilities(c.wlp, w)
+    corrections = _corrections(params, c, weighted_resp, kernels.statistics_centers(params, fast),
+                               bucket.kind == "pattern")
+    return (filled_stats, corrections), log_likelihood
+
+
+# --------------------------------------------------------------------------- diagonal and spherical covariances
+
+
+def _masked_log_prob(params: GMMParams, prec_chol: jax.Array, bucket: Bucket):
+    """Variance layouts: ``(wlp (B, K), x − μ_k with 0 where missing (B, K, D))``; the marginal of the observed
+    coordinates just drops the missing ones."""
+    u = params.model.storage.per_coordinate(prec_chol, params.n_features)  # (K, D): 1/σ_kd
+    observed = bucket.observed
+    diff = jnp.where(observed[:, None, :], bucket.values[:, None, :] - params.means[None], 0.0)
+    maha = jnp.sum((diff * u) ** 2, axis=-1)
+    log_det = observed.astype(u.dtype) @ jnp.log(u).T
+    n_observed = jnp.sum(observed, axis=-1)
+    wlp = jnp.log(params.weights) + log_det - 0.5 * (maha + (n_observed * _LOG_2PI)[:, None])
+    return wlp, diff
+
+
+@float32_matmuls
+def _masked_block(params, prec_chol, fast, bucket: Bucket):
+    """Conditional means are the components' means, conditional variances their variances."""
+    storage = params.model.storage
+    wlp, diff = _masked_log_prob(params, prec_chol, bucket)
+    weighted_resp, log_likelihood = kernels._responsibilities(wlp, bucket.weight)
+    centers = kernels.statistics_centers(params, fast)
+    stats = stats_from_diff(diff + (params.means - centers)[None], weighted_resp, centers, params.covariance_type)
+    variances = 1.0 / storage.per_coordinate(prec_chol, params.n_features) ** 2
+    conditional = (weighted_resp.T @ (~bucket.observed).astype(variances.dtype)) * variances  # (K, D)
+    stats = SuffStats(stats.counts, stats.sums, stats.scatters + storage.reduce_scatter(conditional), centers,
+                      params.covariance_type)
+    return stats, log_likelihood
+
+
+# --------------------------------------------------------------------------- the E-step
+
+
+def _block_size(bucket: Bucket, params: GMMParams, block_size: int | None) -> int:
+    if block_size is not None:
+        return block_size
+    width = bucket.width
+    # Per row: the (K, D) products, the slots' by-group values (s · K · D) and pairs (s² · K).
+    per_row_features = params.n_features * (3 + width) + width * width
+    return kernels.default_block_size(bucket.values.shape[0], params.n_components, per_row_features)
+
+
+def _bucket_block_fn(params: GMMParams, prec_chol, fast: bool, kind: str):
+    if not params.model.storage.is_matrix:
+        return lambda bucket: _masked_block(params, prec_chol, fast, bucket)
+    terms = _terms(params, prec_chol)
+    return lambda bucket: _matrix_block(params, terms, fast, bucket)
+
+
+def e_step(params: GMMParams, data: IncompleteData, *, block_size: int | None = None, fast: bool = False):
+    """:func:`jaxgmm.e_step` of incomplete data: expected statistics and the observed-data log-likelihood.
+
+    Returns ``(SuffStats, Σ_n w_n log p(x_n,o))``, centred as the complete-data E-step's.
+    """
+    prec_chol = params.precisions_cholesky
+    stats = log_likelihood = None
+    for bucket in data.buckets:
+        if bucket.kind == "complete":
+            bucket_stats, bucket_ll = kernels.complete_e_step(params, bucket.values, bucket.weight,
+                                                              block_size=block_size, fast=fast)
+        else:
+            fn = _bucket_block_fn(params, prec_chol, fast, bucket.kind)
+
+            def block(values, observed, missing, weight, index, fn=fn, kind=bucket.kind):
+                values = jnp.where(weight[:, None] > 0, values, 0.0)
+                return fn(Bucket(values, observed, missing, weight, index, kind))
+
+            arrays = (bucket.values, bucket.observed, bucket.missing, bucket.weight, bucket.index)
+            total, bucket_ll = kernels.sum_over_blocks(block, arrays, _block_size(bucket, params, block_size))
+            if isinstance(total, tuple):
+                bucket_stats = kernels.finish_statistics(total[0], params) + total[1]
+            else:
+                bucket_stats = total
+        stats = bucket_stats if stats is None else stats + bucket_stats
+        log_likelihood = bucket_ll if log_likelihood is None else log_likelihood + bucket_ll
+    return stats, log_likelihood
+
+
+# --------------------------------------------------------------------------- per-row results
+
+
+def _map_rows(fn, bucket: Bucket, block_size: int):
+    """``fn(block) -> (B, ...)`` per row of ``bucket``, over blocks of rows (bounded memory)."""
+    n_rows = bucket.values.shape[0]
+    block_size = max(1, min(block_size, n_rows))
+    n_blocks = -(-n_rows // block_size)
+    pad = n_blocks * block_size - n_rows
+
+    def blocks(a):
+        a = jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+        return a.reshape((n_blocks, block_size) + a.shape[1:])
+
+    leaves, treedef = jax.tree.flatten(bucket)
+    out = jax.lax.map(lambda ls: fn(jax.tree.unflatten(treedef, ls)), [blocks(a) for a in leaves])
+    return jax.tree.map(lambda a: a.reshape((n_blocks * block_size,) + a.shape[2:])[:n_rows], out)
+
+
+def _bucket_rows(params: GMMParams, bucket: Bucket, fn_matrix, fn_masked, fn_complete):
+    prec_chol = params.precisions_cholesky
+    if bucket.kind == "complete":
+        return fn_complete(bucket.values)
+    block_size = _block_size(bucket, params, None)
+    if params.model.storage.is_matrix:
+        terms = _terms(params, prec_chol)
+        return _map_rows(lambda b: fn_matrix(b, _matrix_conditional(params, terms, b)), bucket, block_size)
+    return _map_rows(lambda b: fn_masked(b, *_masked_log_prob(params, prec_chol, b)), bucket, block_size)
+
+
+def weighted_log_prob(params: GMMParams, data: IncompleteData) -> jax.Array:
+    """``log α_k + log N(x_n,o | μ_k,o, Σ_k,oo)``, shape ``(N, K)`` in the caller's row order; rows observing
+    nothing get ``log α_k``."""
+    from jaxgmm.density import weighted_log_prob as complete_wlp
+
+    per_bucket = [_bucket_rows(params, b, lambda b, c: c.wlp, lambda b, wlp, diff: wlp,
+                               lambda x: complete_wlp(params, x)) for b in data.buckets]
+    return data.scatter_rows(per_bucket, jnp.log(params.weights))
+
+
+def impute(params: GMMParams, data: IncompleteData) -> jax.Array:
+    """Conditional means ``E[x_n | x_n,o]`` under the mixture, ``(N, D)`` in the caller's order (observed
+    entries as given; rows observing nothing get the mixture's mean)."""
+
+    def matrix(b, c):
+        resp = jax.nn.softmax(c.wlp, axis=-1)
+        fill = jnp.sum(resp[..., None] * c.shift, axis=1) * c.valid  # (B, s)
+        rows = jnp.arange(b.values.shape[0])[:, None]
+        return c.filled.at[rows, c.missing].add(jnp.where(c.valid, fill, 0.0), mode="drop")
+
+    def masked(b, wlp, diff):
+        resp = jax.nn.softmax(wlp, axis=-1)
+        return jnp.where(b.observed, b.values, resp @ params.means)
+
+    per_bucket = [_bucket_rows(params, b, matrix, masked, lambda x: x) for b in data.buckets]
+    return data.scatter_rows(per_bucket, params.weights @ params.means)
+
+
+def sample_missing(key: jax.Array, params: GMMParams, data: IncompleteData) -> jax.Array:
+    """One draw of every missing value from ``p(x_m | x_o)``: a component from its posterior given the
+    observed values, then the component's conditional Gaussian; ``(N, D)`` in the caller's order.
+    Rows observing nothing are drawn from the mixture."""
+    dtype = params.means.dtype
+    n_features = params.n_features
+
+    def with_key(b, bucket_key):
+        return jax.random.fold_in(jax.random.fold_in(bucket_key, 0), b.index[0])
+
+    outs = []
+    for i, bucket in enumerate(data.buckets):
+        bucket_key = jax.random.fold_in(key, i)
+
+        def matrix(b, c, bucket_key=bucket_key):
+            k1, k2 = jax.random.split(jax.random.fold_in(bucket_key, b.index[0]))
+            z = jax.random.categorical(k1, c.wlp, axis=-1)  # (B,)
+            shift = jnp.take_along_axis(c.shift, z[:, None, None], axis=1)[:, 0]  # (B, s)
+            factor = c.factor
+            factor = jnp.broadcast_to(factor, (b.values.shape[0], c.wlp.shape[1]) + factor.shape[-2:])
+            factor = jnp.take_along_axis(factor, z[:, None, None, None], axis=1)[:, 0]  # (B, s, s)
+            noise = jax.random.normal(k2, shift.shape, dtype)
+            draw = shift + jnp.einsum("nij,nj->ni", factor, noise)
+            rows = jnp.arange(b.values.shape[0])[:, None]
+            return c.filled.at[rows, c.missing].add(jnp.where(c.valid, draw, 0.0), mode="drop")
+
+        def masked(b, wlp, diff, bucket_key=bucket_key):
+            k1, k2 = jax.random.split(jax.random.fold_in(bucket_key, b.index[0]))
+            z = jax.random.categorical(k1, wlp, axis=-1)
+            sigma = 1.0 / params.model.storage.per_coordinate(params.precisions_cholesky, n_features)
+            draw = params.means[z] + sigma[z] * jax.random.normal(k2, b.values.shape, dtype)
+            return jnp.where(b.observed, b.values, draw)
+
+        outs.append(_bucket_rows(params, bucket, matrix, masked, lambda x: x))
+    # Rows observing nothing: draws from the mixture.
+    k1, k2 = jax.random.split(jax.random.fold_in(key, len(data.buckets)))
+    z = jax.random.categorical(k1, jnp.log(params.weights), shape=(data.n_rows,))
+    noise = jax.random.normal(k2, (data.n_rows, n_features), dtype)
+    prior = params.means[z] + params.model.storage.cholesky_noise(params.covariances, z, noise)
+    out = prior
+    for bucket, values in zip(data.buckets, outs):
+        out = out.at[bucket.index].set(values, mode="drop")
+    return out

@@ -14,6 +14,8 @@ from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_r
 from jaxgmm.fit import FitResult, default_batch_size, fit, fit_many, pad_datasets
 from jaxgmm.gradient import GradientResult, fit_gradient, log_likelihood, q_function
 from jaxgmm.io import load, save
+from jaxgmm.imputation import impute, sample_missing
+from jaxgmm.incomplete import IncompleteData
 from jaxgmm.init import INIT_METHODS, initial_responsibilities, initialize, kmeans, kmeans_plusplus
 from jaxgmm.online import OnlineResult, OnlineState, fit_online, online_init, online_update
 from jaxgmm.params import COVARIANCE_MODELS, COVARIANCE_TYPES, GMMParams, n_parameters
@@ -35,6 +37,7 @@ __all__ = [
     "GMMParams",
     "GradientResult",
     "INIT_METHODS",
+    "IncompleteData",
     "ManySelection",
     "MethodTrace",
     "OnlineResult",
@@ -58,6 +61,7 @@ __all__ = [
     "fit_stream",
     "from_unconstrained",
     "icl",
+    "impute",
     "initial_responsibilities",
     "initialize",
     "kmeans",
@@ -76,6 +80,7 @@ __all__ = [
     "predict_proba",
     "q_function",
     "sample",
+    "sample_missing",
     "save",
     "score",
     "score_samples",

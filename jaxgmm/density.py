@@ -37,29 +37,54 @@ def component_log_prob_from_diff(diff: jax.Array, params: GMMParams, prec_chol: 
     return component_log_norm(params, prec_chol) - 0.5 * maha
 
 
-def weighted_log_prob(params: GMMParams, X: jax.Array) -> jax.Array:
+def _incomplete(params: GMMParams, X, missing: str):
+    """``X`` as :class:`~jaxgmm.incomplete.IncompleteData` where it is to be marginalised and holds a NaN;
+    otherwise ``None`` (complete rows)."""
+    from jaxgmm.incomplete import IncompleteData, as_incomplete, check_missing_option
+
+    check_missing_option(missing)
+    if missing == "marginalize" or isinstance(X, IncompleteData):
+        data = as_incomplete(X, None, params.covariance_type)
+        if isinstance(data, IncompleteData):
+            return data
+    return None
+
+
+def weighted_log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
     """Per-sample, per-component weighted log-densities ``log α_k + log N(x_n | μ_k, Σ_k)``.
 
     Parameters
     ----------
     params : GMMParams
     X : array, shape (N, D)
+    missing : {"raise", "marginalize"}
+        ``"marginalize"``: NaN entries are missing values, and each row's
+        density is the marginal density of its observed values (a row with
+        none observed gets ``log α_k``). See :func:`jaxgmm.e_step`.
 
     Returns
     -------
     array, shape (N, K)
     """
+    data = _incomplete(params, X, missing)
+    if data is not None:
+        from jaxgmm import missing_kernels
+
+        return missing_kernels.weighted_log_prob(params, data)
     diff = X[:, None, :] - params.means[None, :, :]
     return component_log_prob_from_diff(diff, params, params.precisions_cholesky)
 
 
-def log_prob(params: GMMParams, X: jax.Array) -> jax.Array:
+def log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
     """Per-sample log-density ``log p(x_n) = logsumexp_k (log α_k + log N(x_n | μ_k, Σ_k))``.
 
     Parameters
     ----------
     params : GMMParams
     X : array, shape (N, D)
+    missing : {"raise", "marginalize"}
+        ``"marginalize"``: the log-density of each row's observed values
+        (0 for a row with none); see :func:`weighted_log_prob`.
 
     Returns
     -------
@@ -72,29 +97,34 @@ def log_prob(params: GMMParams, X: jax.Array) -> jax.Array:
     >>> p = GMMParams(jnp.ones(1), jnp.zeros((1, 2)), jnp.eye(2)[None], "full")
     >>> float(log_prob(p, jnp.zeros((1, 2)))[0])  # -log(2π)
     -1.8378770...
+    >>> float(log_prob(p, jnp.array([[0.0, jnp.nan]]), missing="marginalize")[0])  # -log(2π)/2
+    -0.9189385...
     """
-    return jax.nn.logsumexp(weighted_log_prob(params, X), axis=-1)
+    return jax.nn.logsumexp(weighted_log_prob(params, X, missing), axis=-1)
 
 
-def score_samples(params: GMMParams, X: jax.Array) -> jax.Array:
+def score_samples(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
     """Per-sample log-density, shape ``(N,)``; scikit-learn's name for :func:`log_prob`."""
-    return log_prob(params, X)
+    return log_prob(params, X, missing)
 
 
-def predict_proba(params: GMMParams, X: jax.Array) -> jax.Array:
-    """Responsibilities ``p(z_n = k | x_n)``, shape ``(N, K)``, computed in log space."""
-    return jax.nn.softmax(weighted_log_prob(params, X), axis=-1)
+def predict_proba(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
+    """Responsibilities ``p(z_n = k | x_n)``, shape ``(N, K)``, computed in log space (with
+    ``missing="marginalize"`` given the observed values; the weights for a row with none)."""
+    return jax.nn.softmax(weighted_log_prob(params, X, missing), axis=-1)
 
 
-def predict(params: GMMParams, X: jax.Array) -> jax.Array:
+def predict(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
     """Most probable component of each sample, shape ``(N,)`` (int)."""
-    return jnp.argmax(weighted_log_prob(params, X), axis=-1)
+    return jnp.argmax(weighted_log_prob(params, X, missing), axis=-1)
 
 
-def score(params: GMMParams, X: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
-    """Mean per-sample log-likelihood (weighted mean when ``sample_weight (N,)`` is given)."""
-    lp = log_prob(params, X)
-    if sample_weight is None:
-        return jnp.mean(lp)
-    sample_weight = jnp.asarray(sample_weight, lp.dtype)
-    return jnp.sum(jnp.where(sample_weight > 0, sample_weight * lp, 0.0)) / jnp.sum(sample_weight)
+def score(params: GMMParams, X: jax.Array, sample_weight: jax.Array | None = None, missing: str = "raise") -> jax.Array:
+    """Mean per-sample log-likelihood (weighted mean when ``sample_weight (N,)`` is given); with
+    ``missing="marginalize"`` of the observed values, over the rows with at least one."""
+    data = _incomplete(params, X, missing)
+    lp = log_prob(params, X if data is None else data)
+    weight = jnp.ones_like(lp) if sample_weight is None else jnp.asarray(sample_weight, lp.dtype)
+    if data is not None:
+        weight = jnp.where(data.any_observed(), weight, 0.0)
+    return jnp.sum(jnp.where(weight > 0, weight * lp, 0.0)) / jnp.sum(weight)

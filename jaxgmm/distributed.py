@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxgmm.em import SuffStats, e_step, iterate_em
 from jaxgmm.fit import FitResult, _best_of, _check_init_params, _check_key, _check_options, _raise_if_failed
+from jaxgmm.incomplete import IncompleteData, check_missing_option, layout_many
 from jaxgmm.init import initialize
 from jaxgmm.params import GMMParams
 from jaxgmm.streaming import check_counts
@@ -67,9 +68,10 @@ def sharded_e_step(
     ----------
     params : GMMParams
         Replicated.
-    X : array, shape (N, D)
-        ``N`` a multiple of the ``"data"`` axis size (pad with weight-0 rows).
-    sample_weight : array, shape (N,)
+    X : array, shape (N, D), or IncompleteData
+        ``N`` a multiple of the ``"data"`` axis size (pad with weight-0
+        rows); data with missing values from :func:`shard_incomplete_rows`.
+    sample_weight : array, shape (N,), or None with IncompleteData
     mesh : Mesh
         With a ``"data"`` axis (see :func:`data_mesh`).
 
@@ -81,7 +83,7 @@ def sharded_e_step(
     """
 
     def local(params, x, w):
-        stats, ll = e_step(params, x, w)
+        stats, ll = e_step(params, x, w)  # x: this device's rows, or its share of every bucket (IncompleteData)
         counts, sums, scatters, ll = jax.lax.psum((stats.counts, stats.sums, stats.scatters, ll), DATA_AXIS)
         # The centres are the (replicated) means: not summed.
         return SuffStats(counts, sums, scatters, stats.centers, stats.covariance_type), ll
@@ -100,6 +102,7 @@ def sharded_e_step(
 )
 def _fit_sharded(keys, X, w, init_params, *, mesh, n_components, covariance_type, init, max_iter, tol, reg_covar):
     stats_fn = partial(sharded_e_step, X=X, sample_weight=w, mesh=mesh)
+    total_weight = X.total_weight() if isinstance(X, IncompleteData) else jnp.sum(w)
 
     def one_restart(key):
         if init_params is None:
@@ -108,7 +111,7 @@ def _fit_sharded(keys, X, w, init_params, *, mesh, n_components, covariance_type
                                 reg_covar=reg_covar, sample_weight=w)
         else:
             params = init_params
-        return iterate_em(stats_fn, params, jnp.sum(w), max_iter=max_iter, tol=tol, reg_covar=reg_covar)
+        return iterate_em(stats_fn, params, total_weight, max_iter=max_iter, tol=tol, reg_covar=reg_covar)
 
     restarts = jax.vmap(one_restart, spmd_axis_name=RESTART_AXIS)(keys)
     return _best_of(restarts)
@@ -150,6 +153,22 @@ def shard_rows(X, sample_weight, mesh: Mesh) -> tuple[jax.Array, jax.Array]:
     )
 
 
+def shard_incomplete_rows(X: np.ndarray, sample_weight: np.ndarray, mesh: Mesh, covariance_type: str) -> IncompleteData:
+    """Rows with missing values (NaN) sharded over ``"data"``: every device's rows laid out with the same
+    buckets (:func:`jaxgmm.incomplete.layout_many` over the shards), each leaf's shares concatenated
+    along the rows and sharded. One process only."""
+    if jax.process_count() > 1:
+        raise ValueError("missing='marginalize' is supported on one process only in fit_sharded.")
+    n_shards = mesh.shape[DATA_AXIS]
+    rows = -(-X.shape[0] // n_shards)
+    X_pad = np.zeros((rows * n_shards, X.shape[1]), X.dtype)
+    w_pad = np.zeros(rows * n_shards, X.dtype)
+    X_pad[: X.shape[0]], w_pad[: X.shape[0]] = X, sample_weight
+    data = layout_many(X_pad.reshape(n_shards, rows, -1), w_pad.reshape(n_shards, rows), covariance_type)
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    return jax.tree.map(lambda leaf: jax.device_put(leaf.reshape((leaf.shape[0] * leaf.shape[1],) + leaf.shape[2:]), sharding), data)
+
+
 def _local_copy(leaf: jax.Array) -> jax.Array:
     """An ordinary single-device array with ``leaf``'s value (its local copy when replicated over processes)."""
     if leaf.is_fully_addressable:
@@ -170,6 +189,7 @@ def fit_sharded(
     max_iter: int = 100,
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
+    missing: str = "raise",
 ) -> FitResult:
     """:func:`jaxgmm.fit` with the rows sharded over the devices of ``mesh``.
 
@@ -195,6 +215,9 @@ def fit_sharded(
     covariance_type, n_init, init, max_iter, tol, reg_covar : as :func:`jaxgmm.fit`.
         (``init="random"`` draws per global row index, so with several
         processes its draws depend on the padding; the other methods do not.)
+    missing : {"raise", "marginalize"}
+        As :func:`jaxgmm.fit` (one process only): every device's rows are
+        laid out with the same buckets (:func:`shard_incomplete_rows`).
 
     Returns
     -------
@@ -220,7 +243,7 @@ def fit_sharded(
         raise ValueError(f"n_init={n_init} must be a multiple of the mesh's {mesh.shape[RESTART_AXIS]} restart devices.")
     if jax.process_count() > 1 and mesh.shape[RESTART_AXIS] > 1:
         raise ValueError("a restarts axis is supported with one process only; use data_mesh(restart_devices=1).")
-    X = check_array(X)
+    X = check_array(X, missing=check_missing_option(missing))
     weight = np.ones(X.shape[0]) if sample_weight is None else sample_weight
     weight = np.asarray(weight, dtype=np.float64)
     if weight.shape != (X.shape[0],):
@@ -230,7 +253,10 @@ def fit_sharded(
     n_samples, n_positive = _gather_counts(X.shape[0], np.count_nonzero(weight)).sum(axis=0)
     check_counts(int(n_samples), int(n_positive), n_components)
     init_params = _check_init_params(init, n_components, covariance_type, X.shape[1], X.dtype)
-    Xg, wg = shard_rows(np.asarray(X), weight.astype(X.dtype), mesh)
+    if missing == "marginalize" and np.isnan(np.asarray(X)).any():
+        Xg, wg = shard_incomplete_rows(np.asarray(X), weight.astype(X.dtype), mesh, covariance_type), None
+    else:
+        Xg, wg = shard_rows(np.asarray(X), weight.astype(X.dtype), mesh)
     result = _fit_sharded(
         jax.random.split(key, n_init), Xg, wg, init_params, mesh=mesh, n_components=n_components,
         covariance_type=covariance_type, init="params" if init_params is not None else init,

@@ -115,6 +115,15 @@ class IncompleteData:
     def dtype(self):
         return self.buckets[0].values.dtype
 
+    @property
+    def shape(self) -> tuple:
+        """``(N, D)`` of the caller's data (of each data set, for a stacked layout)."""
+        return (self.n_rows, self.n_features)
+
+    def any_observed(self) -> jax.Array:
+        """``(N,)`` bool: the rows with at least one observed value (those in the buckets)."""
+        return self.scatter_rows([b.index < self.n_rows for b in self.buckets], False)
+
     def total_weight(self) -> jax.Array:
         """``Σ_n w_n`` over rows with at least one observed value."""
         return sum(jnp.sum(b.weight, axis=-1) for b in self.buckets)

@@ -263,7 +263,7 @@ def _block_size(bucket: Bucket, params: GMMParams, block_size: int | None) -> in
     return kernels.default_block_size(bucket.values.shape[0], params.n_components, per_row_features)
 
 
-def _bucket_block_fn(params: GMMParams, prec_chol, fast: bool, kind: str):
+def _bucket_block_fn(params: GMMParams, prec_chol, fast: bool):
     if not params.model.storage.is_matrix:
         return lambda bucket: _masked_block(params, prec_chol, fast, bucket)
     terms = _terms(params, prec_chol)
@@ -282,7 +282,7 @@ def e_step(params: GMMParams, data: IncompleteData, *, block_size: int | None = 
             bucket_stats, bucket_ll = kernels.complete_e_step(params, bucket.values, bucket.weight,
                                                               block_size=block_size, fast=fast)
         else:
-            fn = _bucket_block_fn(params, prec_chol, fast, bucket.kind)
+            fn = _bucket_block_fn(params, prec_chol, fast)
 
             def block(values, observed, missing, weight, index, fn=fn, kind=bucket.kind):
                 values = jnp.where(weight[:, None] > 0, values, 0.0)
@@ -329,6 +329,7 @@ def _bucket_rows(params: GMMParams, bucket: Bucket, fn_matrix, fn_masked, fn_com
     return _map_rows(lambda b: fn_masked(b, *_masked_log_prob(params, prec_chol, b)), bucket, block_size)
 
 
+@jax.jit
 def weighted_log_prob(params: GMMParams, data: IncompleteData) -> jax.Array:
     """``log α_k + log N(x_n,o | μ_k,o, Σ_k,oo)``, shape ``(N, K)`` in the caller's row order; rows observing
     nothing get ``log α_k``."""
@@ -339,6 +340,7 @@ def weighted_log_prob(params: GMMParams, data: IncompleteData) -> jax.Array:
     return data.scatter_rows(per_bucket, jnp.log(params.weights))
 
 
+@jax.jit
 def impute(params: GMMParams, data: IncompleteData) -> jax.Array:
     """Conditional means ``E[x_n | x_n,o]`` under the mixture, ``(N, D)`` in the caller's order (observed
     entries as given; rows observing nothing get the mixture's mean)."""
@@ -357,15 +359,13 @@ def impute(params: GMMParams, data: IncompleteData) -> jax.Array:
     return data.scatter_rows(per_bucket, params.weights @ params.means)
 
 
+@jax.jit
 def sample_missing(key: jax.Array, params: GMMParams, data: IncompleteData) -> jax.Array:
     """One draw of every missing value from ``p(x_m | x_o)``: a component from its posterior given the
     observed values, then the component's conditional Gaussian; ``(N, D)`` in the caller's order.
     Rows observing nothing are drawn from the mixture."""
     dtype = params.means.dtype
     n_features = params.n_features
-
-    def with_key(b, bucket_key):
-        return jax.random.fold_in(jax.random.fold_in(bucket_key, 0), b.index[0])
 
     outs = []
     for i, bucket in enumerate(data.buckets):

@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxgmm.em import SuffStats, e_step, m_step
 from jaxgmm.fit import _check_init_params, _check_key, _check_options
+from jaxgmm.incomplete import IncompleteData, layout
 from jaxgmm.init import initialize
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.models import get_model
@@ -123,11 +124,13 @@ def online_update(
     5
     """
     dtype = state.params.means.dtype
-    if sample_weight is None:
-        sample_weight = jnp.ones(X.shape[0], dtype)
-    sample_weight = jnp.asarray(sample_weight, dtype)
+    if isinstance(X, IncompleteData):  # a mini-batch with missing values (it holds its weights)
+        total = X.total_weight()
+    else:
+        sample_weight = jnp.ones(X.shape[0], dtype) if sample_weight is None else sample_weight
+        sample_weight = jnp.asarray(sample_weight, dtype)
+        total = jnp.sum(sample_weight)
     stats, ll_sum = e_step(state.params, X, sample_weight)  # centred at state.params.means, as state.stats
-    total = jnp.sum(sample_weight)
     step = state.step + 1
     gamma = step_size(step.astype(dtype), jnp.asarray(kappa, dtype), jnp.asarray(t0, dtype))
     running = _scale(state.stats, 1 - gamma) + _scale(stats, gamma / total)
@@ -175,6 +178,7 @@ def fit_online(
     t0: float = 0.0,
     reg_covar: float = 1e-6,
     callback: Callable[[int, float], None] | None = None,
+    missing: str = "raise",
 ) -> OnlineResult:
     """Fit a Gaussian mixture by stepwise EM in one pass over a stream.
 
@@ -197,6 +201,10 @@ def fit_online(
     reg_covar : float
     callback : callable, optional
         ``callback(step, batch_log_likelihood)`` after each mini-batch.
+    missing : {"raise", "marginalize"}
+        ``"marginalize"``: NaN entries are missing values; each mini-batch
+        is laid out on the host (:mod:`jaxgmm.incomplete`) and its
+        statistics are the expected ones (see :func:`jaxgmm.e_step`).
 
     Returns
     -------
@@ -211,11 +219,13 @@ def fit_online(
     if not (isinstance(source, (str, bytes)) or hasattr(source, "shape") or callable(source)):
         iterable = source
         source = lambda: iter(iterable)  # noqa: E731  (read once)
-    src = _Source(source)
+    src = _Source(source, missing=missing)
     state, history, n_samples = None, [], 0
     try:
         for block in _fixed_blocks(src, batch_size):
             X, w = jnp.asarray(block.X), jnp.asarray(block.weight)
+            if missing == "marginalize" and np.isnan(block.X).any():
+                X, w = layout(block.X, block.weight, covariance_type), None
             if state is None:
                 state = online_init(_initial_params(key, X, w, block.n_rows, n_components, covariance_type, init,
                                                     reg_covar))
@@ -234,7 +244,9 @@ def fit_online(
 def _initial_params(key, X, w, n_rows, n_components, covariance_type, init, reg_covar) -> GMMParams:
     if isinstance(init, GMMParams):
         return _check_init_params(init, n_components, covariance_type, X.shape[1], X.dtype)
-    if int(jnp.count_nonzero(w)) < n_components:
+    n_positive = int(jnp.count_nonzero(w)) if w is not None else int(np.sum([np.count_nonzero(b.weight)
+                                                                               for b in X.buckets]))
+    if n_positive < n_components:
         raise ValueError(
             f"the first mini-batch has {n_rows} rows of positive weight but n_components={n_components}; "
             "increase batch_size."

@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgmm import missing_kernels
 from jaxgmm.density import score, weighted_log_prob
+from jaxgmm.incomplete import IncompleteData, check_missing_option
 from jaxgmm.models import COVARIANCE_MODELS, get_model
 from jaxgmm.params import GMMParams, n_parameters
 from jaxgmm.validation import check_array, check_sample_weight
@@ -183,6 +185,7 @@ def select(
     reg_covar: float = 1e-6,
     sample_weight=None,
     progress=None,
+    missing: str = "raise",
 ) -> Selection:
     """Fit every (covariance model, K) and choose by BIC, ICL or AIC, as mclust's ``Mclust()``.
 
@@ -216,6 +219,11 @@ def select(
         The criteria then use the weighted log-likelihood and ``n = Σ w``.
     progress : callable, optional
         Called as ``progress(done, total, covariance_type, K)`` after each cell.
+    missing : {"raise", "marginalize"}
+        ``"marginalize"``: NaN entries are missing values (see
+        :func:`jaxgmm.fit`); the criteria use the observed-data
+        log-likelihood and ``n`` the rows with an observed value.
+        ``init="hc"`` needs complete data.
 
     Returns
     -------
@@ -239,11 +247,25 @@ def select(
         raise ValueError("covariance_types is empty.")
     for model in models:
         get_model(model)
-    X = check_array(X)
+    from jaxgmm.fit import lay_out_missing
+
+    X = check_array(X, missing=check_missing_option(missing))
     n_rows, n_features = X.shape
     weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows, X.dtype)
-    n_effective = n_rows if weights is None else float(np.sum(np.asarray(weights, np.float64)))
-    n_positive = n_rows if weights is None else int(np.count_nonzero(np.asarray(weights) > 0))
+    layouts = {}
+    if missing == "marginalize" and np.isnan(np.asarray(X)).any():
+        if init == "hc":
+            raise ValueError("init='hc' needs complete data; use an init method with missing='marginalize'.")
+        for model in models:  # one layout per kind of covariance storage
+            storage = get_model(model).storage.is_matrix
+            if storage not in layouts:
+                layouts[storage] = lay_out_missing(X, weights, model, missing)[0]
+        observed = np.asarray(next(iter(layouts.values())).any_observed())
+        row_weights = np.ones(n_rows) if weights is None else np.asarray(weights, np.float64)
+        n_effective, n_positive = float(np.sum(row_weights[observed])), int(np.count_nonzero(row_weights[observed]))
+    else:
+        n_effective = n_rows if weights is None else float(np.sum(np.asarray(weights, np.float64)))
+        n_positive = n_rows if weights is None else int(np.count_nonzero(np.asarray(weights) > 0))
     tree = _hc_tree(X) if init == "hc" else None
     table, fits = [], {}
     total, done = len(models) * len(ks), 0
@@ -252,7 +274,9 @@ def select(
             get_model(model).check_n_features(n_features)
             usable = [k for k in ks if k <= n_positive]
             starts = None if tree is None else _hc_starts(X, usable, model, tree)
-            results, numbers = _fit_grid(key, X, weights, usable, model, n_init=1 if starts else n_init,
+            data = layouts.get(get_model(model).storage.is_matrix)
+            results, numbers = _fit_grid(key, X if data is None else data, None if data is not None else weights,
+                                         usable, model, n_init=1 if starts else n_init,
                                          init="kmeans" if starts else init, max_iter=max_iter, tol=tol,
                                          reg_covar=reg_covar, starts=starts)
             reasons = {}
@@ -311,9 +335,12 @@ def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_co
         jax.random.split(key, n_init), X, weights, jnp.asarray(ks, jnp.int32), start_resp, n_components=k_max,
         covariance_type=model, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
     )
-    w = jnp.ones(X.shape[0], X.dtype) if weights is None else weights
-    totals, entropies = (np.asarray(a)[0] for a in _cell_numbers(jax.tree.map(lambda leaf: leaf[None], stacked.params),
-                                                                   X[None], w[None]))
+    if isinstance(X, IncompleteData):
+        totals, entropies = (np.asarray(a) for a in _cell_numbers_incomplete(stacked.params, X))
+    else:
+        w = jnp.ones(X.shape[0], X.dtype) if weights is None else weights
+        totals, entropies = (np.asarray(a)[0] for a in _cell_numbers(
+            jax.tree.map(lambda leaf: leaf[None], stacked.params), X[None], w[None]))
     stacked = jax.device_get(stacked)  # slicing on the host: one transfer instead of a dispatch per leaf and K
     results = []
     for i, k in enumerate(ks):
@@ -417,6 +444,19 @@ def _cell_numbers(params: GMMParams, X: jax.Array, sample_weight: jax.Array):
         return jnp.sum(jnp.where(w > 0, w * log_p, 0.0)), _entropy_from(wlp, w)
 
     return jax.vmap(jax.vmap(one, in_axes=(0, None, None)))(params, X, sample_weight)
+
+
+@jax.jit
+def _cell_numbers_incomplete(params: GMMParams, data: IncompleteData):
+    """:func:`_cell_numbers` of fits with a leading ``(n_k,)`` axis on data with missing values."""
+    w = data.scatter_rows([b.weight for b in data.buckets], 0.0)  # 0 for rows observing nothing
+
+    def one(p):
+        wlp = missing_kernels.weighted_log_prob(p, data)
+        log_p = jax.nn.logsumexp(wlp, axis=-1)
+        return jnp.sum(jnp.where(w > 0, w * log_p, 0.0)), _entropy_from(wlp, w)
+
+    return jax.vmap(one)(params)
 
 
 def select_many(

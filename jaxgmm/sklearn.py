@@ -50,7 +50,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from jaxgmm import density
 from jaxgmm.em import EMResult, em_loop
-from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _map_fits
+from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _map_fits, lay_out_missing
+from jaxgmm.incomplete import check_missing_option
 from jaxgmm.init import INIT_METHODS, initialize, params_from_responsibilities
 from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams, check_covariance_type, covariance_shape, n_parameters
@@ -236,6 +237,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Refit starting from the previous solution (one restart).
     verbose : int, default=0
     verbose_interval : int, default=10
+    missing : {"raise", "marginalize"}, default="raise"
+        ``"marginalize"`` (jaxgmm's): NaN entries are values missing at
+        random, in ``fit`` and in every method that reads data; EM maximises
+        the likelihood of the observed values (see :func:`jaxgmm.fit`).
+        ``"raise"``: scikit-learn's error for NaN input.
 
     Attributes
     ----------
@@ -283,6 +289,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         verbose_interval=10,
+        missing="raise",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -298,6 +305,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.missing = missing
 
     # ------------------------------------------------------------------ checks
 
@@ -312,6 +320,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_positive_int(self.verbose_interval, "verbose_interval")
         if self.init_params not in INIT_METHODS:
             raise ValueError(f"Invalid init_params {self.init_params!r}: expected one of {INIT_METHODS}.")
+        check_missing_option(self.missing)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.missing == "marginalize"
+        return tags
+
+    def _finite(self) -> dict:
+        """``validate_data``'s option: NaN allowed where it marks a missing value."""
+        return dict(ensure_all_finite="allow-nan" if self.missing == "marginalize" else True)
 
     def _given_initial_arrays(self, n_features: int, n_components: int | None = None) -> dict:
         """The user's ``*_init`` arrays, checked as scikit-learn checks them (its messages), as float64
@@ -338,8 +356,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _validate_X(self, X):
         """``(numpy X in its float dtype, JAX X in the compute dtype)`` for a fitted model."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return X, check_array(X, n_features=self.means_.shape[1])
+        check_missing_option(self.missing)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, **self._finite())
+        Xj = check_array(X, n_features=self.means_.shape[1], missing=self.missing)
+        return X, lay_out_missing(Xj, None, self.covariance_type, self.missing)[0]
 
     # ------------------------------------------------------------------- fit
 
@@ -367,15 +387,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         with the fitted parameters.
         """
         self._check_hyperparameters()
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, **self._finite())
         if X.shape[0] < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                 f"n_samples = {X.shape[0]}"
             )
         out_dtype = X.dtype
-        Xj = check_array(X, min_samples=self.n_components)
+        Xj = check_array(X, min_samples=self.n_components, missing=self.missing)
         weights = check_sample_weight(sample_weight, X.shape[0], Xj.dtype, min_positive=self.n_components)
+        Xj, weights = lay_out_missing(Xj, weights, self.covariance_type, self.missing)
         given = self._given_initial_arrays(X.shape[1])
         warm = self.warm_start and hasattr(self, "converged_")
         settings = dict(max_iter=self.max_iter, tol=float(self.tol), reg_covar=float(self.reg_covar))
@@ -518,8 +539,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         return np.asarray(density.score_samples(self._params(), Xj), X.dtype)
 
     def score(self, X, y=None):
-        """Mean log-likelihood of the samples ``X (N, D)`` (a float)."""
-        return float(np.mean(self.score_samples(X)))
+        """Mean log-likelihood of the samples ``X (N, D)`` (a float); with ``missing="marginalize"`` of
+        their observed values, over the rows with at least one."""
+        if self.missing == "raise":
+            return float(np.mean(self.score_samples(X)))
+        X, Xj = self._validate_X(X)
+        return float(density.score(self._params(), Xj, missing=self.missing))
 
     def predict(self, X):
         """Most probable component of each sample, shape ``(N,)``."""

@@ -30,7 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgmm.em import EMResult, SuffStats, e_step, m_step
-from jaxgmm.fit import FitResult, _best_of, _check_init_params, _check_key, _check_options, _raise_if_failed
+from jaxgmm.fit import (
+    FitResult, _best_of, _check_init_params, _check_key, _check_options, _raise_if_failed, lay_out_missing,
+)
+from jaxgmm.incomplete import check_missing_option, layout
 from jaxgmm.init import initialize
 from jaxgmm.params import GMMParams
 from jaxgmm.validation import check_array, float_dtype
@@ -74,7 +77,8 @@ class _NpyFile:
 class _Source:
     """Uniform access to a source of rows: ``raw_blocks()`` yields ``(X_i, w_i or None)`` pairs."""
 
-    def __init__(self, source, sample_weight=None, *, read_rows: int = 1 << 16):
+    def __init__(self, source, sample_weight=None, *, read_rows: int = 1 << 16, missing: str = "raise"):
+        self.missing = check_missing_option(missing)  # "marginalize": NaN marks a missing value
         self._file = None
         self._factory = None
         if isinstance(source, (str, os.PathLike)):
@@ -127,7 +131,7 @@ class _Source:
             self._file.close()
 
 
-def _check_block(x, w, index: int, n_features: int | None):
+def _check_block(x, w, index: int, n_features: int | None, missing: str = "raise"):
     """Validate one raw block; return it as numpy ``(x, w)`` (w may be None)."""
     where = f"block {index} of the source"
     x = np.asarray(x)
@@ -141,9 +145,13 @@ def _check_block(x, w, index: int, n_features: int | None):
         raise ValueError(f"{where} has {x.shape[1]} features but earlier blocks have {n_features}.")
     if x.shape[1] == 0:
         raise ValueError(f"{where} has no features: shape {x.shape}.")
-    if not np.all(np.isfinite(x)):
+    if missing == "marginalize":
+        if np.isinf(x).any():
+            raise ValueError(f"{where} contains infinite values; only NaN can mark a missing value.")
+    elif not np.all(np.isfinite(x)):
         bad = "NaN" if np.isnan(x).any() else "infinite"
-        raise ValueError(f"{where} contains {bad} values; remove or impute them before fitting.")
+        raise ValueError(f"{where} contains {bad} values; remove or impute them before fitting, or pass "
+                         "missing='marginalize' to treat NaN as missing values.")
     if w is not None:
         w = np.asarray(w, dtype=np.float64)
         if w.shape != (x.shape[0],):
@@ -201,7 +209,7 @@ def _raw_rows(source: _Source, n_features: int | None = None) -> Iterator[tuple[
     """Validated raw blocks with the index of their first row."""
     start = 0
     for index, (x, w) in enumerate(source.raw_blocks()):
-        x, w = _check_block(x, w, index, n_features)
+        x, w = _check_block(x, w, index, n_features, source.missing)
         n_features = x.shape[1]
         yield start, x, w
         start += x.shape[0]
@@ -211,14 +219,18 @@ def _scan(source: _Source, init_size: int) -> _Scan:
     """One validating pass: sizes, positive weights, and the leading rows for the initialiser."""
     n = n_positive = n_head = 0
     total = 0.0
-    head_x, head_w, dtype, n_features = [], [], None, None
+    head_x, head_w, dtype, n_features, column_observed = [], [], None, None, None
     for _, x, w in _raw_rows(source):
         if dtype is None:
             dtype, n_features = float_dtype(x.dtype), x.shape[1]
+            column_observed = np.zeros(n_features, bool)
         w = np.ones(x.shape[0]) if w is None else w
+        observed = ~np.isnan(x)
+        column_observed |= observed.any(axis=0)
+        counted = w * observed.any(axis=1)  # rows observing nothing contribute nothing (missing values)
         n += x.shape[0]
-        n_positive += int(np.count_nonzero(w))
-        total += float(np.sum(w))
+        n_positive += int(np.count_nonzero(counted))
+        total += float(np.sum(counted))
         if n_head < init_size:
             keep = init_size - n_head
             head_x.append(np.array(x[:keep], dtype))
@@ -226,6 +238,10 @@ def _scan(source: _Source, init_size: int) -> _Scan:
             n_head += head_x[-1].shape[0]
     if n == 0:
         raise ValueError("the source yielded no rows.")
+    if not column_observed.all():
+        columns = np.flatnonzero(~column_observed).tolist()
+        raise ValueError(f"column {columns[0]} of the source has no observed value (columns without one: {columns}); "
+                         "drop it.")
     head = (np.concatenate(head_x), np.concatenate(head_w)) if head_x else None
     return _Scan(n, n_features, n_positive, total, np.dtype(dtype), head)
 
@@ -345,6 +361,7 @@ def fit_stream(
     block_size: int | None = None,
     init_size: int = DEFAULT_INIT_SIZE,
     callback: Callable[[StreamProgress], None] | None = None,
+    missing: str = "raise",
 ) -> FitResult:
     """Fit a Gaussian mixture by exact EM, reading the data one block at a time.
 
@@ -378,6 +395,11 @@ def fit_stream(
         ``init_size`` rows drawn uniformly without replacement.
     callback : callable, optional
         Called after each pass with a :class:`StreamProgress`.
+    missing : {"raise", "marginalize"}
+        ``"marginalize"``: NaN entries are missing values (see
+        :func:`jaxgmm.fit`); each block is laid out on the host
+        (:mod:`jaxgmm.incomplete`), and blocks whose layouts differ compile
+        their own E-step (layouts are rounded, so there are few).
 
     Returns
     -------
@@ -400,7 +422,7 @@ def fit_stream(
         raise ValueError(f"init_size must be an integer >= n_components; got {init_size!r}.")
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
         raise ValueError(f"block_size must be an integer >= 1; got {block_size!r}.")
-    src = _Source(source, sample_weight)
+    src = _Source(source, sample_weight, missing=missing)
     try:
         return _fit_source(
             key, src, n_components, covariance_type, n_init, init, max_iter, tol, reg_covar,
@@ -419,8 +441,9 @@ def _fit_source(key, src, n_components, covariance_type, n_init, init, max_iter,
     init_params = _check_init_params(init, n_components, covariance_type, scan.n_features, scan.dtype)
     if init_params is None:
         x0, w0 = _init_sample(jax.random.fold_in(key, 1), src, scan, init_size)
-        x0 = check_array(x0, min_samples=n_components)
-        params = _initialize_restarts(keys, x0, jnp.asarray(w0, x0.dtype), n_components=n_components,
+        x0 = check_array(x0, min_samples=n_components, missing=src.missing)
+        x0, w0 = lay_out_missing(x0, jnp.asarray(w0, x0.dtype), covariance_type, src.missing)
+        params = _initialize_restarts(keys, x0, w0, n_components=n_components,
                                       covariance_type=covariance_type, init=init, reg_covar=reg_covar)
         del x0, w0
     else:
@@ -441,7 +464,8 @@ def _fit_source(key, src, n_components, covariance_type, n_init, init, max_iter,
     iteration = 0
     while running:
         started = time.perf_counter()
-        stats, ll_sum = stream_e_step(state.params, src, block_size=block_size, dtype=dtype, batched=True)
+        stats, ll_sum = stream_e_step(state.params, src, block_size=block_size, dtype=dtype, batched=True,
+                                      missing=src.missing)
         state, still = _em_update(state, stats, ll_sum, total_weight, tol_, reg_)
         running = bool(jnp.any(still))
         iteration += 1
@@ -451,7 +475,8 @@ def _fit_source(key, src, n_components, covariance_type, n_init, init, max_iter,
                 time.perf_counter() - started, scan.n_samples,
             ))
     # One more pass: the log-likelihood of the parameters returned, not of those before the last M-step.
-    _, ll_sum = stream_e_step(state.params, src, block_size=block_size, dtype=dtype, batched=True)
+    _, ll_sum = stream_e_step(state.params, src, block_size=block_size, dtype=dtype, batched=True,
+                              missing=src.missing)
     result = _best_of(state._replace(log_likelihood=ll_sum / total_weight))
     _raise_if_failed(result, "EM")
     return result
@@ -467,16 +492,17 @@ def _initialize_restarts(keys, X, w, *, n_components, covariance_type, init, reg
 
 def stream_e_step(
     params: GMMParams, source, *, sample_weight=None, block_size: int | None = None, dtype=None,
-    batched: bool = False,
+    batched: bool = False, missing: str = "raise",
 ) -> tuple[SuffStats, jax.Array]:
     """The E-step over a whole source, one block at a time: ``(stats, weighted sum of log p)``.
 
     Equals ``jaxgmm.e_step(params, X, sample_weight)`` on the concatenated
     rows. ``source`` is anything :func:`fit_stream` takes (or an internal,
     already-open source); ``batched=True`` means ``params`` carries a
-    leading restart axis. Input is validated block by block as it is read.
+    leading restart axis. Input is validated block by block as it is read;
+    ``missing="marginalize"`` treats NaN as missing values (see :func:`fit_stream`).
     """
-    src = source if isinstance(source, _Source) else _Source(source, sample_weight)
+    src = source if isinstance(source, _Source) else _Source(source, sample_weight, missing=missing)
     n_features = params.means.shape[-1]
     dtype = np.dtype(dtype or params.means.dtype)
     block_size = block_size or default_stream_block_size(n_features)
@@ -488,7 +514,10 @@ def stream_e_step(
             if acc is None:
                 shapes = jax.eval_shape(jax.vmap(lambda p: e_step(p, block.X[:1])), batch_params)
                 acc = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            acc = _accumulate(batch_params, acc, block.X, block.weight)
+            X, w = block.X, block.weight
+            if src.missing == "marginalize" and np.isnan(X).any():
+                X, w = layout(X, w, params.covariance_type), None
+            acc = _accumulate(batch_params, acc, X, w)
             # Two blocks in flight at most: reading overlaps computing, but a
             # reader faster than the E-step cannot queue the whole file.
             if previous is not None:

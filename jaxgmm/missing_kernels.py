@@ -7,16 +7,16 @@ row: ``x_m`` is replaced by its conditional mean ``E[x_m | x_o, k]`` and the
 conditional covariance ``Cov[x_m | x_o, k]`` is added to the scatter. The
 M-step is unchanged: it consumes the same :class:`~jaxgmm.stats.SuffStats`.
 
-**Precision form.** With ``Λ = Σ⁻¹``, any fill ``f`` of the missing values,
-``d = x_f − μ`` and ``g = Λd``, the marginal's Mahalanobis term and
-log-determinant are ``dᵀg − g_mᵀ A⁻¹ g_m`` and ``log det Σ + log det A``
-with ``A = Λ_mm`` (``s × s`` for ``s`` missing values), the conditional
-mean is ``f_m + t`` with ``t = −A⁻¹ g_m``, and the conditional covariance
-is ``A⁻¹``. ``g`` for every component is one matrix product
-``(B, D) @ (D, K·D)``, as in the complete-data kernel; only ``A`` is per
-row. The fill is each row's nearest mean in its observed coordinates, so for
-the most probable component the fill *is* the mean and ``dᵀg`` does not
-cancel against ``g_mᵀA⁻¹g_m``.
+**Precision form.** With ``Λ = Σ⁻¹ = U Uᵀ``, any fill ``f`` of the
+missing values, ``d = x_f − μ`` and ``g = Λd``, the conditional mean is
+``f_m + t`` with ``t = −A⁻¹ g_m`` and ``A = Λ_mm`` (``s × s`` for ``s``
+missing values), the conditional covariance is ``A⁻¹``, the marginal's
+log-determinant is ``log det Σ + log det A``, and its Mahalanobis term is
+the complete row's at the conditional mean, ``‖Uᵀ(d + E_m t)‖²`` (a sum of
+squares: see :func:`_matrix_conditional`). ``Uᵀd`` for every component is
+one matrix product ``(B, D) @ (D, K·D)``, as in the complete-data kernel;
+only ``A`` and the factor's rows ``U_m`` are gathered per row. The fill is
+each row's nearest mean in its observed coordinates.
 
 The statistics are those of the filled rows, taken by the complete-data
 forms of :mod:`jaxgmm.kernels` with the marginal log-probabilities
@@ -118,26 +118,36 @@ class _Conditional(NamedTuple):
 class _Terms(NamedTuple):
     """What the blocks need of the parameters (full and tied), computed once per E-step."""
 
-    precision: jax.Array  # (K', D, D)  K' = K (full) or 1 (tied)
-    flat: jax.Array  # (D, K'·D)        the precisions side by side, for one product per block
-    prec_means: jax.Array  # (K, D)     Λ_k (μ_k − c)
+    factor: jax.Array  # (K', D, D)     U_k, Λ_k = U_k U_kᵀ; K' = K (full) or 1 (tied)
+    precision: jax.Array  # (K', D, D)  Λ_k
+    flat: jax.Array  # (D, K'·D)        the factors side by side, for one product per block
+    means_factor: jax.Array  # (K, D)   U_kᵀ (μ_k − c)
     log_norm: jax.Array  # (K,)        log α_k + log det U_k (no 2π term: it depends on the observed count)
     center: jax.Array  # (D,)
 
 
 def _terms(params: GMMParams, prec_chol: jax.Array) -> _Terms:
     storage = params.model.storage
-    precision = storage.precision_matrices(prec_chol)
     n_features = params.n_features
+    factor = prec_chol.reshape((-1, n_features, n_features))
     center = kernels.shared_center(params)
-    flat = jnp.transpose(precision, (1, 0, 2)).reshape(n_features, -1)
-    full = jnp.broadcast_to(precision, (params.n_components, n_features, n_features))
+    flat = jnp.transpose(factor, (1, 0, 2)).reshape(n_features, -1)
+    means_factor = jnp.einsum("kd,kde->ke", params.means - center,
+                              jnp.broadcast_to(factor, (params.n_components, n_features, n_features)))
     log_norm = jnp.log(params.weights) + storage.log_det_precision_cholesky(prec_chol, n_features)
-    return _Terms(precision, flat, jnp.einsum("kde,ke->kd", full, params.means - center), log_norm, center)
+    return _Terms(factor, storage.precision_matrices(prec_chol), flat, means_factor, log_norm, center)
 
 
 @float32_matmuls
 def _matrix_conditional(params: GMMParams, terms: _Terms, bucket: Bucket) -> _Conditional:
+    """The marginal log-densities and the conditional Gaussians of one block of a bucket.
+
+    With ``y = U_kᵀ(x_f − μ_k)`` from one product (as the complete-data kernel), ``g_m = U_m y``
+    (``U_m`` the factor's rows at the missing coordinates), ``A = Λ_mm`` and ``t = −A⁻¹ g_m``, the
+    Mahalanobis term of the marginal is ``‖y + U_mᵀ t‖²``: the complete row's, at its conditional mean.
+    A sum of squares does not cancel, even for nearly singular covariances in float32 (``dᵀΛd − g_mᵀA⁻¹g_m``
+    lost whole nats there), and an error in ``t`` enters it only squared.
+    """
     means = params.means
     values, observed, missing = bucket.values, bucket.observed, bucket.missing
     n_rows, n_features = values.shape
@@ -146,15 +156,15 @@ def _matrix_conditional(params: GMMParams, terms: _Terms, bucket: Bucket) -> _Co
     masked = jnp.where(observed[:, None, :], values[:, None, :] - means[None], 0.0)
     nearest = jnp.argmin(jnp.sum(masked * masked, axis=-1), axis=-1)
     filled = jnp.where(observed, values, jnp.take(means, nearest, axis=0))
-    diff = filled[:, None, :] - means[None]
-    # g = Λ_k (x_f − μ_k) for every component: one product about the shared centre.
-    g = ((filled - terms.center) @ terms.flat).reshape(n_rows, -1, n_features) - terms.prec_means[None]
-    maha = jnp.sum(diff * g, axis=-1)
-    g_m = jnp.take_along_axis(g, missing[:, None, :], axis=2) * valid[:, None, :]
+    y = ((filled - terms.center) @ terms.flat).reshape(n_rows, -1, n_features) - terms.means_factor[None]
     if bucket.kind == "pattern":  # one factorisation per component serves the bucket
         idx = missing[0]
+        rows_u = jnp.broadcast_to(terms.factor[:, idx], (means.shape[0],) + (idx.shape[0], n_features))  # (K, s, D)
+        g_m = jnp.einsum("ksd,nkd->nks", rows_u, y)
         A = terms.precision[:, idx][:, :, idx][None]  # (1, K', s, s)
     else:
+        rows_u = jnp.moveaxis(terms.factor[:, missing], 0, 1)  # (B, K', s, D)
+        g_m = jnp.sum(rows_u * y[:, :, None, :], axis=-1) * valid[:, None, :]
         flat_index = missing[:, :, None] * n_features + missing[:, None, :]  # (B, s, s)
         A = jnp.moveaxis(terms.precision.reshape(terms.precision.shape[0], -1)[:, flat_index], 0, 1)
         pair = valid[:, None, :, None] & valid[:, None, None, :]
@@ -163,13 +173,15 @@ def _matrix_conditional(params: GMMParams, terms: _Terms, bucket: Bucket) -> _Co
     if bucket.kind == "pattern":
         cov_k = jnp.broadcast_to(covariance[0], (means.shape[0],) + covariance.shape[-2:])
         shift = -jnp.einsum("kij,nkj->nki", cov_k, g_m)
+        y = y + jnp.einsum("nks,ksd->nkd", shift, rows_u)
     else:
         shift = -jnp.sum(covariance * g_m[..., None, :], axis=-1)
-        pair = valid[:, None, :, None] & valid[:, None, None, :]
         covariance, factor = covariance * pair, factor * pair
-    maha = jnp.maximum(maha + jnp.sum(g_m * shift, axis=-1), 0.0)  # rounding can leave a tiny negative value
+        y = y + jnp.sum(shift[..., None] * rows_u, axis=2)
+    maha = jnp.sum(y * y, axis=-1)
     n_observed = jnp.sum(observed, axis=-1)
     wlp = terms.log_norm - 0.5 * (log_det_a + maha + (n_observed * _LOG_2PI)[:, None])
+    diff = filled[:, None, :] - means[None]
     return _Conditional(wlp, filled, diff, shift, covariance, factor, missing, valid)
 
 
@@ -205,7 +217,8 @@ def _corrections(params: GMMParams, c: _Conditional, weighted_resp: jax.Array, c
         block = kernels._sums_by_group(per_pair.reshape(-1, n_components), pair_index.reshape(-1),
                                        n_features * n_features)
         block = jnp.moveaxis(block.reshape(n_features, n_features, n_components), -1, 0)
-    scatters = cross + jnp.swapaxes(cross, -1, -2) + block
+    # Symmetric exactly: r t_i t_j and r t_j t_i round differently.
+    scatters = cross + jnp.swapaxes(cross, -1, -2) + 0.5 * (block + jnp.swapaxes(block, -1, -2))
     return SuffStats(jnp.zeros(n_components, rt.dtype), sums, params.model.storage.reduce_scatter(scatters),
                      centers, params.covariance_type)
 

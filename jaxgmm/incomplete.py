@@ -7,12 +7,11 @@ an ``s × s`` factorisation per component. So rows are grouped on the host,
 before tracing, into **buckets** of static sizes:
 
 * ``complete``: rows missing nothing;
-* ``rows``: full and tied covariances, rows missing exactly ``s`` values
-  (``1 ≤ s ≤ _EXACT_MAX_MISSING``), each row with its own missing
-  coordinates; rows missing more are padded to the next power of two
-  (capped at ``D − 1``);
+* ``rows``: full and tied covariances, rows missing 1 or 2 values, each
+  row with its own missing coordinates; rows missing more in buckets padded
+  to a power of two (3-4 → 4, 5-8 → 8, …, capped at ``D − 1``);
 * ``pattern``: full and tied covariances, rows that all miss the same
-  coordinates, where a pattern is shared by at least
+  ``s ≥ 3`` coordinates, where a pattern is shared by at least
   ``_PATTERN_MIN_ROWS`` rows (at most ``_MAX_PATTERNS`` patterns): one
   factorisation per pattern and component serves every row;
 * ``masked``: diagonal and spherical covariances, every incomplete row
@@ -45,16 +44,23 @@ from jaxgmm.models import get_model
 
 MISSING_OPTIONS = ("raise", "marginalize")
 
-# Rows missing at most this many values of a full covariance get a bucket of their own and an
-# unrolled s × s Cholesky factorisation, vectorised over rows and components; rows missing more are
-# padded to a power of two and factorised by LAPACK. Measured on 65,536 SPD matrices (2-core CPU,
-# float64, ms): s = 1: 0.6 vs 9.0, 2: 0.8 vs 8.9, 3: 1.3 vs 18.6, 4: 2.5 vs 31.5, 6: 12.9 vs 59.9,
-# 8: 89 vs 93 (1.1 s compile), 12: 329 vs 225 (10 s compile).
-_EXACT_MAX_MISSING = 6
-# A missingness pattern shared by at least this many rows gets a bucket of its own (one
-# factorisation per pattern and component), at most _MAX_PATTERNS of them (each is compiled code).
+# Buckets of width at most this many missing values factorise s × s blocks by an unrolled Cholesky
+# factorisation, vectorised over rows and components; wider ones by LAPACK. Measured on 65,536 SPD
+# matrices (2-core CPU, float64, ms, unrolled vs LAPACK): s = 1: 0.6 vs 9.0, 2: 0.8 vs 8.9,
+# 3: 1.3 vs 18.6, 4: 2.5 vs 31.5, 6: 12.9 vs 59.9, 8: 89 vs 93, 12: 329 vs 225; the unrolled form
+# also compiles longer from s = 6 on (em_loop, 20,000 × 16, K = 16, one bucket of width 6: 14 s).
+_EXACT_MAX_MISSING = 4
+# Rows missing at most this many values get a bucket per count; more, a bucket per power of two
+# (each bucket is compiled code: 4-6 s per bucket for em_loop at D = 16, K = 16 on 2 cores).
+_COUNT_MAX_MISSING = 2
+# A pattern shared by at least _PATTERN_MIN_ROWS rows gets a bucket of its own (one factorisation per
+# pattern and component; the rows cost about what complete rows cost): every such pattern where the
+# incomplete rows have at most _FEW_PATTERNS patterns, otherwise the _MAX_PATTERNS most frequent of more
+# than _COUNT_MAX_MISSING missing values (rows missing 1 or 2 values factorise cheaply per row, and
+# every bucket is compiled code).
 _PATTERN_MIN_ROWS = 256
-_MAX_PATTERNS = 8
+_FEW_PATTERNS = 8
+_MAX_PATTERNS = 4
 
 
 @jax.tree_util.register_dataclass
@@ -174,12 +180,14 @@ def _row_groups(observed: np.ndarray, matrix: bool, max_patterns: int) -> dict:
     if max_patterns and partial.any():
         patterns, inverse, counts = np.unique(~observed[partial], axis=0, return_inverse=True, return_counts=True)
         inverse, partial_rows = inverse.reshape(-1), np.flatnonzero(partial)
-        frequent = np.argsort(-counts, kind="stable")[:max_patterns]
+        if len(patterns) > _FEW_PATTERNS:
+            counts = np.where(patterns.sum(axis=1) > _COUNT_MAX_MISSING, counts, 0)
+        frequent = np.argsort(-counts, kind="stable")[:max_patterns if len(patterns) > _FEW_PATTERNS else None]
         for p in sorted(frequent[counts[frequent] >= _PATTERN_MIN_ROWS].tolist()):
             rows = partial_rows[inverse == p]
             groups[("pattern", int(patterns[p].sum()), tuple(np.flatnonzero(patterns[p]).tolist()))] = rows
             remaining[rows] = False
-    widths = np.where(n_missing <= _EXACT_MAX_MISSING, n_missing,
+    widths = np.where(n_missing <= _COUNT_MAX_MISSING, n_missing,
                       np.minimum(2 ** np.ceil(np.log2(np.maximum(n_missing, 1))).astype(int), n_features - 1))
     for width in np.unique(widths[remaining]).tolist():
         groups[("rows", int(width), None)] = np.flatnonzero(remaining & (widths == width))

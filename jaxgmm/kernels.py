@@ -367,26 +367,42 @@ def statistics_from_log_prob(params: GMMParams, X: jax.Array, wlp: jax.Array, w:
 
 
 def sum_over_blocks(block, arrays: tuple, block_size: int):
-    """``Σ_b block(*arrays[b])`` over blocks of ``block_size`` rows of every array in ``arrays`` (rows first);
+    """``Σ_b block(*arrays[b])`` over blocks of ``block_size`` rows of every array in ``arrays`` (rows first):
     a ``fori_loop`` over the full blocks, then the remainder. ``block`` returns sums: arrays,
-    :class:`SuffStats` or moments, or (nested) plain tuples of them."""
+    :class:`SuffStats` or moments, or (nested) plain tuples of them.
+
+    The loop starts from zeros, so ``block`` is traced once for the loop (and once for a remainder):
+    each traced copy is compiled, and compiling dominates the first call.
+    """
     n_rows = arrays[0].shape[0]
     block_size = max(1, min(int(block_size), n_rows))
     n_blocks, remainder = divmod(n_rows, block_size)
 
-    def add(a, b):  # plain tuples elementwise; statistics (which keep their centres) and moments by their own +
-        return tuple(map(add, a, b)) if type(a) is tuple else a + b
+    def add(new, carry):  # plain tuples elementwise; statistics keep the new block's centres
+        return tuple(map(add, new, carry)) if type(new) is tuple else new + carry
 
     def body(i, carry):
         start = i * block_size
-        return add(carry, block(*(jax.lax.dynamic_slice_in_dim(a, start, block_size) for a in arrays)))
+        return add(block(*(jax.lax.dynamic_slice_in_dim(a, start, block_size) for a in arrays)), carry)
 
-    total = block(*(a[:block_size] for a in arrays))
-    if n_blocks > 1:
-        total = jax.lax.fori_loop(1, n_blocks, body, total)
+    if n_blocks == 1:
+        total = block(*(a[:block_size] for a in arrays))
+    else:
+        shapes = jax.eval_shape(block, *(a[:block_size] for a in arrays))
+        total = jax.lax.fori_loop(0, n_blocks, body, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
     if remainder:
-        total = add(total, block(*(a[n_blocks * block_size :] for a in arrays)))
+        total = add(block(*(a[n_blocks * block_size :] for a in arrays)), total)
     return total
+
+
+def even_block_size(n_rows: int, block_size: int) -> int:
+    """The largest block of at most ``block_size`` rows that divides ``n_rows`` into equal blocks (no remainder
+    block to compile), unless that would take more than twice as many blocks."""
+    n_blocks = -(-n_rows // max(1, block_size))
+    for blocks in range(n_blocks, 2 * n_blocks + 1):
+        if n_rows % blocks == 0:
+            return n_rows // blocks
+    return block_size
 
 
 def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:

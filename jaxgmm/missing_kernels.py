@@ -23,8 +23,7 @@ forms of :mod:`jaxgmm.kernels` with the marginal log-probabilities
 (:func:`jaxgmm.kernels.statistics_from_log_prob`), plus corrections for the
 completed coordinates: ``Σ r t`` in the sums and
 ``Σ r (t dᵀ + d tᵀ + t tᵀ + A⁻¹)`` in the scatter, placed at each row's
-missing coordinates (by-group sums for per-row patterns, a product for a
-shared pattern).
+missing coordinates (see :func:`_corrections`).
 
 Rows are bucketed on the host (:mod:`jaxgmm.incomplete`): rows missing
 nothing take the complete-data kernel; diagonal and spherical covariances
@@ -46,7 +45,7 @@ from jaxgmm.density import component_log_norm
 from jaxgmm.incomplete import Bucket, IncompleteData, _EXACT_MAX_MISSING
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
-from jaxgmm.stats import SuffStats, stats_from_diff
+from jaxgmm.stats import SuffStats
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -106,8 +105,7 @@ class _Conditional(NamedTuple):
     """Per row and component, for a block of one bucket (full and tied covariances)."""
 
     wlp: jax.Array  # (B, K)        log α_k + log N(x_o | μ_ko, Σ_k,oo)
-    filled: jax.Array  # (B, D)     the row, missing values set to the fill f (nearest mean)
-    diff: jax.Array  # (B, K, D)    x_f − μ_k
+    filled: jax.Array  # (B, D)     the row, missing values set to the fill f
     shift: jax.Array  # (B, K, s)   t = E[x_m | x_o, k] − f_m (0 in unused slots)
     covariance: jax.Array  # (B|1, K|1, s, s)  Cov[x_m | x_o, k] (0 in unused slots)
     factor: jax.Array  # (B|1, K|1, s, s)      F with F Fᵀ = the conditional covariance (0 in unused slots)
@@ -157,60 +155,119 @@ def _matrix_conditional(params: GMMParams, terms: _Terms, bucket: Bucket) -> _Co
     nearest = jnp.argmin(jnp.sum(masked * masked, axis=-1), axis=-1)
     filled = jnp.where(observed, values, jnp.take(means, nearest, axis=0))
     y = ((filled - terms.center) @ terms.flat).reshape(n_rows, -1, n_features) - terms.means_factor[None]
-    if bucket.kind == "pattern":  # one factorisation per component serves the bucket
-        idx = missing[0]
-        rows_u = jnp.broadcast_to(terms.factor[:, idx], (means.shape[0],) + (idx.shape[0], n_features))  # (K, s, D)
-        g_m = jnp.einsum("ksd,nkd->nks", rows_u, y)
-        A = terms.precision[:, idx][:, :, idx][None]  # (1, K', s, s)
-    else:
-        rows_u = jnp.moveaxis(terms.factor[:, missing], 0, 1)  # (B, K', s, D)
-        g_m = jnp.sum(rows_u * y[:, :, None, :], axis=-1) * valid[:, None, :]
-        flat_index = missing[:, :, None] * n_features + missing[:, None, :]  # (B, s, s)
-        A = jnp.moveaxis(terms.precision.reshape(terms.precision.shape[0], -1)[:, flat_index], 0, 1)
-        pair = valid[:, None, :, None] & valid[:, None, None, :]
-        A = jnp.where(pair, A, jnp.eye(bucket.width, dtype=A.dtype))  # unused slots: an identity block
+    rows_u = jnp.moveaxis(terms.factor[:, missing], 0, 1)  # (B, K', s, D)
+    g_m = jnp.sum(rows_u * y[:, :, None, :], axis=-1) * valid[:, None, :]
+    flat_index = missing[:, :, None] * n_features + missing[:, None, :]  # (B, s, s)
+    A = jnp.moveaxis(terms.precision.reshape(terms.precision.shape[0], -1)[:, flat_index], 0, 1)
+    pair = valid[:, None, :, None] & valid[:, None, None, :]
+    A = jnp.where(pair, A, jnp.eye(bucket.width, dtype=A.dtype))  # unused slots: an identity block
     log_det_a, covariance, factor = _factor(A)
-    if bucket.kind == "pattern":
-        cov_k = jnp.broadcast_to(covariance[0], (means.shape[0],) + covariance.shape[-2:])
-        shift = -jnp.einsum("kij,nkj->nki", cov_k, g_m)
-        y = y + jnp.einsum("nks,ksd->nkd", shift, rows_u)
-    else:
-        shift = -jnp.sum(covariance * g_m[..., None, :], axis=-1)
-        covariance, factor = covariance * pair, factor * pair
-        y = y + jnp.sum(shift[..., None] * rows_u, axis=2)
+    shift = -jnp.sum(covariance * g_m[..., None, :], axis=-1)
+    covariance, factor = covariance * pair, factor * pair
+    y = y + jnp.sum(shift[..., None] * rows_u, axis=2)
     maha = jnp.sum(y * y, axis=-1)
     n_observed = jnp.sum(observed, axis=-1)
     wlp = terms.log_norm - 0.5 * (log_det_a + maha + (n_observed * _LOG_2PI)[:, None])
-    diff = filled[:, None, :] - means[None]
-    return _Conditional(wlp, filled, diff, shift, covariance, factor, missing, valid)
+    return _Conditional(wlp, filled, shift, covariance, factor, missing, valid)
 
 
-def _place(values: jax.Array, missing: jax.Array, n_features: int, pattern: bool) -> jax.Array:
-    """``Σ_n`` of per-row ``values (B, s, ...)`` placed at each row's missing coordinate: ``(D, ...)``."""
-    if pattern:
-        return jnp.zeros((n_features,) + values.shape[2:], values.dtype).at[missing[0]].add(jnp.sum(values, axis=0))
-    flat = values.reshape((-1,) + values.shape[2:])
-    return kernels._sums_by_group(flat, missing.reshape(-1), n_features)
+class _PatternTerms(NamedTuple):
+    """One missingness pattern's marginal and conditional Gaussians, per component, computed once per E-step."""
+
+    observed: jax.Array  # (D − s,)        the observed coordinates o
+    missing: jax.Array  # (s,)             the missing ones m
+    flat: jax.Array  # (D − s, K·(D − s))  U_o,k side by side: the marginal precision's factors
+    means_factor: jax.Array  # (K, D − s)  U_o,kᵀ (μ_k,o − c_o)
+    regression: jax.Array  # (D − s, K·s)  Σ_mo Σ_oo⁻¹ per component, side by side
+    intercept: jax.Array  # (K, s)         μ_m − Σ_mo Σ_oo⁻¹ (μ_o − c_o)
+    log_norm: jax.Array  # (K,)            log α_k + log det U_o,k − (|o|/2) log 2π
+    covariance: jax.Array  # (1, K, s, s)  Σ_mm − Σ_mo Σ_oo⁻¹ Σ_om
+    factor: jax.Array  # (1, K, s, s)      its factor F F ᵀ
+    center: jax.Array  # (D,)
+
+
+@float32_matmuls
+def _pattern_terms(params: GMMParams, terms: _Terms, bucket: Bucket) -> _PatternTerms:
+    """The pattern of a ``pattern`` bucket: rows then need no per-row factorisation, and the marginal is the
+    complete-data kernel's on the observed coordinates (one product, a sum of squares)."""
+    n_components, n_features = params.means.shape
+    missing = bucket.missing[0]
+    width = missing.shape[0]
+    observed = jnp.argsort(~bucket.observed[0], stable=True)[: n_features - width]
+    cov = params.covariance_matrices
+    s_oo = cov[:, observed][:, :, observed]
+    s_om = cov[:, observed][:, :, missing]
+    chol = jnp.linalg.cholesky(s_oo)
+    eye = jnp.broadcast_to(jnp.eye(n_features - width, dtype=chol.dtype), chol.shape)
+    factor_o = jnp.swapaxes(jax.scipy.linalg.solve_triangular(chol, eye, lower=True), -1, -2)  # U_o = L⁻ᵀ
+    regression = jnp.swapaxes(jax.scipy.linalg.cho_solve((chol, True), s_om), -1, -2)  # (K, s, |o|)
+    center = terms.center
+    means_o = params.means[:, observed] - center[observed]
+    # The conditional covariance from the precision (always positive definite, as for per-row buckets).
+    precision_mm = terms.precision[:, missing][:, :, missing]
+    _, covariance, factor = _factor(jnp.broadcast_to(precision_mm, (n_components, width, width))[None])
+    log_det = -jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return _PatternTerms(
+        observed=observed,
+        missing=missing,
+        flat=jnp.transpose(factor_o, (1, 0, 2)).reshape(n_features - width, -1),
+        means_factor=jnp.einsum("ko,koe->ke", means_o, factor_o),
+        regression=jnp.transpose(regression, (2, 0, 1)).reshape(n_features - width, -1),
+        intercept=params.means[:, missing] - jnp.einsum("kso,ko->ks", regression, means_o),
+        log_norm=jnp.log(params.weights) + log_det - 0.5 * (n_features - width) * _LOG_2PI,
+        covariance=covariance,
+        factor=factor,
+        center=center,
+    )
+
+
+@float32_matmuls
+def _pattern_conditional(terms: _PatternTerms, bucket: Bucket) -> _Conditional:
+    """:func:`_matrix_conditional` for rows sharing one pattern. The fill is the conditional mean of each
+    row's most probable component, so that component's completion adds nothing."""
+    n_rows = bucket.values.shape[0]
+    x_o = bucket.values[:, terms.observed] - terms.center[terms.observed]
+    y = (x_o @ terms.flat).reshape(n_rows, -1, terms.observed.shape[0]) - terms.means_factor[None]
+    wlp = terms.log_norm - 0.5 * jnp.sum(y * y, axis=-1)
+    conditional_means = (x_o @ terms.regression).reshape(n_rows, -1, terms.missing.shape[0]) + terms.intercept[None]
+    fill = jnp.take_along_axis(conditional_means, jnp.argmax(wlp, axis=-1)[:, None, None], axis=1)[:, 0]
+    filled = bucket.values.at[:, terms.missing].set(fill)
+    missing = jnp.broadcast_to(terms.missing, (n_rows, terms.missing.shape[0]))
+    return _Conditional(wlp, filled, conditional_means - fill[:, None, :], terms.covariance, terms.factor,
+                        missing, jnp.ones(missing.shape, bool))
 
 
 @float32_matmuls
 def _corrections(params: GMMParams, c: _Conditional, weighted_resp: jax.Array, centers: jax.Array,
                  pattern: bool) -> SuffStats:
-    """What completing the missing coordinates adds to the statistics of the filled rows, about ``centers``."""
+    """What completing the missing coordinates adds to the statistics of the filled rows, about ``centers``.
+
+    ``Σ_n r t`` at the missing coordinates (sums); ``Σ_n r t (x_f − c_k)ᵀ`` in the missing rows of the
+    scatter and its transpose, as one product ``(D·K, B) @ (B, D)`` of the ``r t`` placed at each row's
+    missing coordinates (``(K·s, B) @ (B, D)`` for a shared pattern), about a shared centre so that no
+    ``(B, K, D)`` differences are formed; and ``Σ_n r (t tᵀ + Cov)`` in the missing block.
+    """
     n_rows, n_features = c.filled.shape
     n_components = centers.shape[0]
     rt = weighted_resp[..., None] * c.shift  # (B, K, s)
-    sums = _place(jnp.swapaxes(rt, 1, 2), c.missing, n_features, pattern).T  # (K, D)
-    about = c.filled[:, None, :] - centers[None]  # x_f − c_k
+    center = jnp.mean(centers, axis=0)
+    filled = c.filled - center
     if pattern:
-        cross_rows = jnp.einsum("nki,nkd->kid", rt, about)  # (K, s, D)
-        cross = jnp.zeros((n_components, n_features, n_features), rt.dtype).at[:, c.missing[0]].add(cross_rows)
-        block = jnp.einsum("nki,nkj->kij", rt, c.shift) + jnp.sum(weighted_resp, axis=0)[:, None, None] * c.covariance[0]
         idx = c.missing[0]
+        rt_sum = jnp.sum(rt, axis=0)  # (K, s)
+        rows = (rt.reshape(n_rows, -1).T @ filled).reshape(rt.shape[1:] + (n_features,))  # (K, s, D)
+        rows = rows - rt_sum[:, :, None] * (centers - center)[:, None, :]
+        cross = jnp.zeros((n_components, n_features, n_features), rt.dtype).at[:, idx].add(rows)
+        sums = jnp.zeros((n_components, n_features), rt.dtype).at[:, idx].add(rt_sum)
+        block = (jnp.sum(rt[..., :, None] * c.shift[..., None, :], axis=0)
+                 + jnp.sum(weighted_resp, axis=0)[:, None, None] * c.covariance[0])
         block = jnp.zeros_like(cross).at[:, idx[:, None], idx[None, :]].add(block)
     else:
-        values = jnp.swapaxes(rt, 1, 2)[..., None] * about[:, None]  # (B, s, K, D)
-        cross = jnp.moveaxis(_place(values, c.missing, n_features, False), 0, 1)  # (K, D_j, D)
+        placed = jnp.zeros((n_rows, n_features, n_components), rt.dtype)
+        placed = placed.at[jnp.arange(n_rows)[:, None], c.missing].add(jnp.swapaxes(rt, 1, 2))  # (B, D, K)
+        sums = jnp.sum(placed, axis=0).T  # (K, D)
+        rows = (placed.reshape(n_rows, -1).T @ filled).reshape(n_features, n_components, n_features)
+        cross = jnp.swapaxes(rows, 0, 1) - sums[:, :, None] * (centers - center)[:, None, :]  # (K, D_j, D)
         per_pair = rt[..., :, None] * c.shift[..., None, :] + weighted_resp[..., None, None] * c.covariance
         per_pair = jnp.moveaxis(per_pair, 1, -1)  # (B, s, s, K)
         pair_index = c.missing[:, :, None] * n_features + c.missing[:, None, :]
@@ -224,7 +281,7 @@ def _corrections(params: GMMParams, c: _Conditional, weighted_resp: jax.Array, c
 
 
 def _matrix_block(params, terms, fast, bucket: Bucket):
-    c = _matrix_conditional(params, terms, bucket)
+    c = _conditional(params, terms, bucket)
     w = bucket.weight
     filled_stats, log_likelihood = kernels.statistics_from_log_prob(params, c.filled, c.wlp, w, fast=fast)
     weighted_resp, _ = kernels._responsibilities(c.wlp, w)
@@ -251,17 +308,32 @@ def _masked_log_prob(params: GMMParams, prec_chol: jax.Array, bucket: Bucket):
 
 @float32_matmuls
 def _masked_block(params, prec_chol, fast, bucket: Bucket):
-    """Conditional means are the components' means, conditional variances their variances."""
+    """Diagonal and spherical covariances: conditional means are the components' means, conditional variances
+    their variances.
+
+    The filled rows (each missing value set to the mean of the row's most probable component ``z_n``) take
+    the complete-data forms; completing them for component ``k`` then moves each missing value from
+    ``μ_{z_n}`` to ``μ_k``, which by-group sums ``M_jk = Σ_{n: z_n = j} r_nk [x_n,d missing]`` turn into
+    exact corrections (one ``(B, K, D)`` pass), the conditional variances ``Σ_j M_jk σ²_k`` included.
+    """
     storage = params.model.storage
-    wlp, diff = _masked_log_prob(params, prec_chol, bucket)
-    weighted_resp, log_likelihood = kernels._responsibilities(wlp, bucket.weight)
+    means = params.means
+    wlp, _ = _masked_log_prob(params, prec_chol, bucket)
+    nearest = jnp.argmax(wlp, axis=-1)
+    missing = ~bucket.observed
+    filled = jnp.where(missing, jnp.take(means, nearest, axis=0), bucket.values)
+    filled_stats, log_likelihood = kernels.statistics_from_log_prob(params, filled, wlp, bucket.weight, fast=fast)
+    weighted_resp, _ = kernels._responsibilities(wlp, bucket.weight)
+    by_group = kernels._sums_by_group(weighted_resp[:, :, None] * missing[:, None, :].astype(wlp.dtype), nearest,
+                                      params.n_components)  # (K_j, K_k, D)
     centers = kernels.statistics_centers(params, fast)
-    stats = stats_from_diff(diff + (params.means - centers)[None], weighted_resp, centers, params.covariance_type)
+    moved = means[None, :, :] - means[:, None, :]  # [j, k] = μ_k − μ_j
+    squares = (means - centers)[None] ** 2 - (means[:, None, :] - centers[None]) ** 2
     variances = 1.0 / storage.per_coordinate(prec_chol, params.n_features) ** 2
-    conditional = (weighted_resp.T @ (~bucket.observed).astype(variances.dtype)) * variances  # (K, D)
-    stats = SuffStats(stats.counts, stats.sums, stats.scatters + storage.reduce_scatter(conditional), centers,
-                      params.covariance_type)
-    return stats, log_likelihood
+    scatter = jnp.sum(by_group * squares, axis=0) + jnp.sum(by_group, axis=0) * variances  # (K, D)
+    corrections = SuffStats(jnp.zeros(params.n_components, wlp.dtype), jnp.sum(by_group * moved, axis=0),
+                            storage.reduce_scatter(scatter), centers, params.covariance_type)
+    return (filled_stats, corrections), log_likelihood
 
 
 # --------------------------------------------------------------------------- the E-step
@@ -271,16 +343,30 @@ def _block_size(bucket: Bucket, params: GMMParams, block_size: int | None) -> in
     if block_size is not None:
         return block_size
     width = bucket.width
-    # Per row: the (K, D) products, the slots' by-group values (s · K · D) and pairs (s² · K).
+    # Per row: the (K, D) products, the factor's gathered rows and the slots' by-group values (s · K · D)
+    # and pairs (s² · K).
     per_row_features = params.n_features * (3 + width) + width * width
-    return kernels.default_block_size(bucket.values.shape[0], params.n_components, per_row_features)
+    n_rows = bucket.values.shape[0]
+    return kernels.even_block_size(n_rows, kernels.default_block_size(n_rows, params.n_components, per_row_features))
 
 
-def _bucket_block_fn(params: GMMParams, prec_chol, fast: bool):
-    if not params.model.storage.is_matrix:
-        return lambda bucket: _masked_block(params, prec_chol, fast, bucket)
+def _conditional_terms(params: GMMParams, prec_chol, bucket: Bucket):
+    """What a bucket's blocks need of the parameters (full and tied): computed once per E-step."""
     terms = _terms(params, prec_chol)
-    return lambda bucket: _matrix_block(params, terms, fast, bucket)
+    return _pattern_terms(params, terms, bucket) if bucket.kind == "pattern" else terms
+
+
+def _conditional(params: GMMParams, terms, bucket: Bucket) -> _Conditional:
+    if bucket.kind == "pattern":
+        return _pattern_conditional(terms, bucket)
+    return _matrix_conditional(params, terms, bucket)
+
+
+def _bucket_block_fn(params: GMMParams, prec_chol, fast: bool, bucket: Bucket):
+    if not params.model.storage.is_matrix:
+        return lambda b: _masked_block(params, prec_chol, fast, b)
+    terms = _conditional_terms(params, prec_chol, bucket)
+    return lambda b: _matrix_block(params, terms, fast, b)
 
 
 def e_step(params: GMMParams, data: IncompleteData, *, block_size: int | None = None, fast: bool = False):
@@ -295,18 +381,16 @@ def e_step(params: GMMParams, data: IncompleteData, *, block_size: int | None = 
             bucket_stats, bucket_ll = kernels.complete_e_step(params, bucket.values, bucket.weight,
                                                               block_size=block_size, fast=fast)
         else:
-            fn = _bucket_block_fn(params, prec_chol, fast)
+            fn = _bucket_block_fn(params, prec_chol, fast, bucket)
 
             def block(values, observed, missing, weight, index, fn=fn, kind=bucket.kind):
                 values = jnp.where(weight[:, None] > 0, values, 0.0)
                 return fn(Bucket(values, observed, missing, weight, index, kind))
 
             arrays = (bucket.values, bucket.observed, bucket.missing, bucket.weight, bucket.index)
-            total, bucket_ll = kernels.sum_over_blocks(block, arrays, _block_size(bucket, params, block_size))
-            if isinstance(total, tuple):
-                bucket_stats = kernels.finish_statistics(total[0], params) + total[1]
-            else:
-                bucket_stats = total
+            (filled, corrections), bucket_ll = kernels.sum_over_blocks(block, arrays,
+                                                                       _block_size(bucket, params, block_size))
+            bucket_stats = kernels.finish_statistics(filled, params) + corrections
         stats = bucket_stats if stats is None else stats + bucket_stats
         log_likelihood = bucket_ll if log_likelihood is None else log_likelihood + bucket_ll
     return stats, log_likelihood
@@ -337,8 +421,8 @@ def _bucket_rows(params: GMMParams, bucket: Bucket, fn_matrix, fn_masked, fn_com
         return fn_complete(bucket.values)
     block_size = _block_size(bucket, params, None)
     if params.model.storage.is_matrix:
-        terms = _terms(params, prec_chol)
-        return _map_rows(lambda b: fn_matrix(b, _matrix_conditional(params, terms, b)), bucket, block_size)
+        terms = _conditional_terms(params, prec_chol, bucket)
+        return _map_rows(lambda b: fn_matrix(b, _conditional(params, terms, b)), bucket, block_size)
     return _map_rows(lambda b: fn_masked(b, *_masked_log_prob(params, prec_chol, b)), bucket, block_size)
 
 

@@ -1,8 +1,10 @@
-"""The ``jaxgmm`` command line: fit, predict, select, sample and demo.
+"""The ``jaxgmm`` command line: fit, predict, select, sample, impute and demo.
 
 Every failure (a missing file, a malformed CSV, non-numeric or NaN values,
 bad options) is one line on stderr and a non-zero exit status, never a
-traceback. Progress goes to stderr, and only when it is a terminal and
+traceback. Empty, ``NA``, ``NaN``, ``null`` … cells are missing values:
+an error unless ``--missing marginalize`` (``fit``, ``predict``, ``select``)
+or ``impute``. Progress goes to stderr, and only when it is a terminal and
 ``--quiet`` is not given.
 """
 
@@ -33,11 +35,13 @@ class _Parser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------- data in and out
 
 
-def read_data(path, columns=None) -> tuple[np.ndarray, list[str]]:
+def read_data(path, columns=None, missing: str = "raise") -> tuple[np.ndarray, list[str]]:
     """``(X (N, D) float64, column names)`` from a CSV file with a header row, or a ``.npy`` file.
 
     ``columns``: a comma-separated string or a list of names to keep (for a
     ``.npy`` file the names are ``x0, x1, ...``); other columns may hold text.
+    ``missing="marginalize"``: missing values are kept as NaN (a column with
+    none observed is an error).
     """
     path = Path(path)
     if not path.is_file():
@@ -57,11 +61,27 @@ def read_data(path, columns=None) -> tuple[np.ndarray, list[str]]:
     if cells.shape[0] == 0:
         raise CLIError(f"{path}: no data rows")
     X = cells if cells.dtype == np.float64 else _to_numbers(path, cells, names)
-    bad = ~np.isfinite(X)
+    bad = ~np.isfinite(X) if missing == "raise" else np.isinf(X)
+    if missing != "raise":
+        empty = np.flatnonzero(np.isnan(X).all(axis=0))
+        if empty.size:
+            raise CLIError(f"{path}: column {names[empty[0]]!r} has no observed value; leave it out with --columns")
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise CLIError(f"{path}: NaN or missing value in column {names[col]!r} (data row {row + 1}); remove or impute it")
+        if missing != "raise":
+            raise CLIError(f"{path}: infinite value in column {names[col]!r} (data row {row + 1})")
+        raise CLIError(f"{path}: NaN or missing value in column {names[col]!r} (data row {row + 1}); remove or impute "
+                       "it, or pass --missing marginalize")
     return X, names
+
+
+def missing_summary(X: np.ndarray) -> str:
+    """``"12 of 2,064 values missing (0.6 %), in 11 rows; 2 rows have none observed"``."""
+    holes = np.isnan(X)
+    text = (f"{int(holes.sum()):,} of {X.size:,} values missing ({100 * holes.mean():.1f} %), "
+            f"in {int(holes.any(axis=1).sum()):,} rows")
+    empty = int(holes.all(axis=1).sum())
+    return text + (f"; {empty} rows have none observed (they contribute nothing)" if empty else "")
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -147,7 +167,7 @@ def write_csv(path, header, rows) -> None:
 
 
 def _standardize(X):
-    center, scale = X.mean(axis=0), X.std(axis=0)
+    center, scale = np.nanmean(X, axis=0), np.nanstd(X, axis=0)  # over the observed values
     if np.any(scale == 0):
         raise CLIError("--standardize: a column is constant (standard deviation 0)")
     return (X - center) / scale, center, scale
@@ -202,18 +222,19 @@ class _RestartTracker:
         )
 
 
-def fit_reporting(key, X, n_components, *, covariance_type, n_init, max_iter, tol, reg_covar, progress):
+def fit_reporting(key, X, n_components, *, covariance_type, n_init, max_iter, tol, reg_covar, progress,
+                  missing="raise"):
     """:func:`jaxgmm.fit`, showing progress on a terminal.
 
-    With progress off this is :func:`jaxgmm.fit`. With it on, the same
-    restarts run under ``vmap`` with an E-step that reports each
-    log-likelihood to the terminal through ``jax.debug.callback``.
+    With progress off (or missing values) this is :func:`jaxgmm.fit`. With
+    it on, the same restarts run under ``vmap`` with an E-step that reports
+    each log-likelihood to the terminal through ``jax.debug.callback``.
     """
     from jaxgmm.fit import fit
 
-    if not progress.enabled:
+    if not progress.enabled or (missing == "marginalize" and np.isnan(X).any()):
         return fit(key, X, n_components, covariance_type=covariance_type, n_init=n_init, max_iter=max_iter,
-                   tol=tol, reg_covar=reg_covar)
+                   tol=tol, reg_covar=reg_covar, missing=missing)
     import jax
 
     from jaxgmm.fit import _check_key, _check_options, _raise_if_failed
@@ -271,22 +292,31 @@ def _fit_and_report(X, names, k, args, progress, title):
     import jax
 
     from jaxgmm.density import predict
+    from jaxgmm.params import n_parameters
     from jaxgmm.report import format_fit
     from jaxgmm.selection import bic
 
+    missing = getattr(args, "missing", "raise")
     result = fit_reporting(
         jax.random.key(args.seed), X, k, covariance_type=args.covariance_type, n_init=args.n_init,
-        max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar, progress=progress,
+        max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar, progress=progress, missing=missing,
     )
     Xj = jax.numpy.asarray(X, result.params.dtype)
-    print(format_fit(result, names, bic=float(bic(result.params, Xj))))
+    if missing == "marginalize" and np.isnan(X).any():  # the observed values' likelihood, over rows with one
+        n_rows = int((~np.isnan(X)).any(axis=1).sum())
+        bic_value = -2 * float(result.log_likelihood) * n_rows + n_parameters(result.params) * math.log(n_rows)
+    else:
+        bic_value = float(bic(result.params, Xj))
+    print(format_fit(result, names, bic=bic_value))
     if args.plot:
         if X.shape[1] < 2:
             raise CLIError("--plot needs data with at least 2 columns")
+        from jaxgmm.imputation import impute
         from jaxgmm.plotting import plot_fit
 
-        labels = predict(result.params, Xj)
-        fig = plot_fit(X, labels, result.params, result.history, names, title=title)
+        labels = predict(result.params, Xj, missing=missing)
+        shown = impute(result.params, X) if missing == "marginalize" else X  # incomplete rows at their imputed values
+        fig = plot_fit(shown, labels, result.params, result.history, names, title=title)
         _savefig(fig, args.plot)
     return result
 
@@ -336,10 +366,12 @@ def _fit_streamed(args, progress):
     result = fit_stream(
         jax.random.key(args.seed), args.data, args.k, covariance_type=args.covariance_type, n_init=args.n_init,
         max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar, block_size=args.chunk_size, callback=show,
+        missing=args.missing,
     )
     progress.done()
     n_samples, n_features = np.load(args.data, mmap_mode="r").shape
-    _, ll_sum = stream_e_step(result.params, args.data, block_size=args.chunk_size)  # one more pass, for the BIC
+    _, ll_sum = stream_e_step(result.params, args.data, block_size=args.chunk_size,  # one more pass, for the BIC
+                              missing=args.missing)
     bic = -2 * float(ll_sum) + n_parameters(result.params) * math.log(n_samples)
     return result, [f"x{j}" for j in range(n_features)], n_samples, bic
 
@@ -357,14 +389,17 @@ def cmd_fit(args) -> int:
         save(args.out, result.params, feature_names=names)
         print(f"model written to {args.out}")
         return 0
-    X, names = read_data(args.data, args.columns)
+    X, names = read_data(args.data, args.columns, args.missing)
     center = scale = None
     if args.standardize:
         X, center, scale = _standardize(X)
     progress = Progress(quiet=args.quiet)
     cov = args.covariance_type
     print(f"{args.data}: {X.shape[0]} rows, columns {', '.join(names)}; K = {args.k}, {cov} covariances, "
-          f"{args.n_init} restart(s){'; standardized (table in standardized units)' if args.standardize else ''}\n")
+          f"{args.n_init} restart(s){'; standardized (table in standardized units)' if args.standardize else ''}")
+    if args.missing == "marginalize":
+        print(f"missing values: {missing_summary(X)}; EM maximises the likelihood of the observed values")
+    print()
     result = _fit_and_report(X, names, args.k, args, progress, title=f"{Path(args.data).name}, K = {args.k}")
     try:
         save(args.out, result.params, feature_names=names, center=center, scale=scale)
@@ -398,20 +433,52 @@ def cmd_predict(args) -> int:
     params = saved.model
     header = read_header(args.data)
     by_name = header is not None and saved.feature_names is not None and set(saved.feature_names) <= set(header)
-    X, names = read_data(args.data, saved.feature_names if by_name else None)
+    X, names = read_data(args.data, saved.feature_names if by_name else None, args.missing)
     if X.shape[1] != params.n_features:
         raise CLIError(f"{args.data} has {X.shape[1]} columns but the model was fitted to {params.n_features}")
     if saved.center is not None:
         X = (X - saved.center) / saved.scale
     Xj = jnp.asarray(X, params.dtype)
     if args.proba:
-        proba = np.asarray(predict_proba(params, Xj), np.float64)
+        proba = np.asarray(predict_proba(params, Xj, missing=args.missing), np.float64)
         header = [f"p{k}" for k in range(params.n_components)]
         write_csv(args.out, header, [[f"{v:.6g}" for v in row] for row in proba])
     else:
-        write_csv(args.out, ["component"], [[int(v)] for v in np.asarray(predict(params, Xj))])
+        write_csv(args.out, ["component"], [[int(v)] for v in np.asarray(predict(params, Xj, missing=args.missing))])
+    report = sys.stdout if args.out not in (None, "-") else sys.stderr  # stdout may be the CSV
+    if args.missing == "marginalize":
+        print(f"missing values: {missing_summary(X)}; rows predicted from their observed values", file=report)
     if args.out not in (None, "-"):
         print(f"{X.shape[0]} {'probabilities' if args.proba else 'labels'} written to {args.out}")
+    return 0
+
+
+def cmd_impute(args) -> int:
+    """Fill in the missing values of a data file with a saved model: conditional means, or one draw each."""
+    import jax
+
+    from jaxgmm.imputation import impute, sample_missing
+
+    saved = _read_model(args.model)
+    params = saved.model
+    header = read_header(args.data)
+    by_name = header is not None and saved.feature_names is not None and set(saved.feature_names) <= set(header)
+    X, names = read_data(args.data, saved.feature_names if by_name else None, "marginalize")
+    if X.shape[1] != params.n_features:
+        raise CLIError(f"{args.data} has {X.shape[1]} columns but the model was fitted to {params.n_features}")
+    center, scale = (0.0, 1.0) if saved.center is None else (saved.center, saved.scale)
+    model_units = (X - center) / scale
+    if args.sample:
+        filled = sample_missing(jax.random.key(args.seed), params, model_units)
+    else:
+        filled = impute(params, model_units)
+    completed = np.where(np.isnan(X), np.asarray(filled, np.float64) * scale + center, X)  # observed: as read
+    write_csv(args.out, names, [[repr(float(v)) for v in row] for row in completed])
+    report = sys.stdout if args.out not in (None, "-") else sys.stderr
+    what = "drawn from their conditional distribution" if args.sample else "set to their conditional means"
+    print(f"missing values: {missing_summary(X)}; {what}", file=report)
+    if args.out not in (None, "-"):
+        print(f"{X.shape[0]} completed rows written to {args.out}")
     return 0
 
 
@@ -461,7 +528,7 @@ def cmd_select(args) -> int:
     if unknown or not types:
         raise CLIError(f"--covariance-types: unknown {', '.join(unknown) or '(none given)'}; "
                        f"choose from {', '.join(ALL_COVARIANCE_TYPES)}")
-    X, names = read_data(args.data, args.columns)
+    X, names = read_data(args.data, args.columns, args.missing)
     if args.standardize:
         X, _, _ = _standardize(X)
     if max(ks) > X.shape[0]:
@@ -469,13 +536,16 @@ def cmd_select(args) -> int:
     progress = Progress(quiet=args.quiet)
     sel = select(
         jax.random.key(args.seed), X, ks, types, criterion=args.criterion, n_init=args.n_init, init=args.init,
-        max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar,
+        max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar, missing=args.missing,
         progress=lambda done, total, t, k: progress.show(f"select: fitted K = {k}, {t} ({done}/{total})"),
     )
     progress.done()
     label = args.criterion.upper()
     starts = "mclust's hierarchical clustering start" if args.init == "hc" else f"{args.n_init} restart(s) each"
-    print(f"{args.data}: {X.shape[0]} rows, columns {', '.join(names)}; {label} (lower is better), {starts}\n")
+    print(f"{args.data}: {X.shape[0]} rows, columns {', '.join(names)}; {label} (lower is better), {starts}")
+    if args.missing == "marginalize":
+        print(f"missing values: {missing_summary(X)}; criteria from the observed values' likelihood")
+    print()
     print(format_ranking(sel.ranked()[:3]))
     print()
     table = sel.criterion_table()
@@ -524,6 +594,12 @@ def _fit_options(p, *, covariance_type=True):
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
+def _missing_option(p):
+    p.add_argument("--missing", default="raise", choices=("raise", "marginalize"),
+                   help="empty/NA cells: raise an error (default), or marginalize: treat them as missing at "
+                        "random and use each row's observed values")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxgmm", description="Gaussian mixtures fitted by EM in JAX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -538,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="figure to write (.png)")
     p.add_argument("--chunk-size", type=int, help="stream a .npy file in blocks of this many rows "
                    f"(automatic above {STREAM_THRESHOLD_BYTES >> 20} MiB)")
+    _missing_option(p)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("predict", help="label (or give probabilities for) the rows of a data file")
@@ -545,7 +622,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("--proba", action="store_true", help="write component probabilities instead of labels")
     p.add_argument("--out", help="CSV to write (default stdout)")
+    _missing_option(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("impute", help="fill in the missing values of a data file with a saved model")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--out", help="CSV to write (default stdout): the model's columns, observed values as read")
+    p.add_argument("--sample", action="store_true",
+                   help="draw each row's missing values from their conditional distribution (multiple "
+                        "imputation: one draw per --seed) instead of taking their conditional means")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed for --sample (default 0)")
+    p.set_defaults(func=cmd_impute)
 
     p = sub.add_parser("select", help="BIC/ICL table over numbers of components and covariance models")
     p.add_argument("data")
@@ -560,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="comma-separated column names to use (default all)")
     p.add_argument("--standardize", action="store_true", help="fit (x - mean) / sd")
     p.add_argument("--plot", help="figure of the criterion against K to write (.png)")
+    _missing_option(p)
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("sample", help="draw samples from a saved model")

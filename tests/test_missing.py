@@ -421,3 +421,34 @@ def test_invalid_missing_input_is_refused_with_a_clear_message():
         jaxgmm.fit(jax.random.key(0), np.array([[1.0, np.inf], [2.0, np.nan]]), 1, missing="marginalize")
     with pytest.raises(ValueError, match="features"):
         jaxgmm.impute(random_params(np.random.default_rng(0), "full", 2, 3), X)
+
+
+def test_command_line_fits_predicts_and_imputes_incomplete_csv(tmp_path, capsys):
+    from jaxgmm import cli
+
+    X = jaxgmm.load_penguins()
+    data = tmp_path / "penguins.csv"
+    with open(data, "w") as f:
+        f.write(",".join(jaxgmm.PENGUINS_COLUMNS) + "\n")
+        f.writelines(",".join("NA" if np.isnan(v) else repr(float(v)) for v in row) + "\n" for row in X)
+    model = tmp_path / "model.npz"
+    assert cli.main(["fit", str(data), "-k", "2", "--standardize", "--out", str(model)]) == 1
+    assert "--missing marginalize" in capsys.readouterr().err
+    assert cli.main(["fit", str(data), "-k", "2", "--standardize", "--out", str(model), "--missing", "marginalize",
+                     "--quiet"]) == 0
+    assert "35 of 2,064 values missing (1.7 %), in 14 rows; 2 rows have none observed" in capsys.readouterr().out
+    labels = tmp_path / "labels.csv"
+    assert cli.main(["predict", str(model), str(data), "--missing", "marginalize", "--out", str(labels)]) == 0
+    from jaxgmm.io import read_model
+
+    saved = read_model(model)
+    standardized = (X - saved.center) / saved.scale
+    expected = np.asarray(jaxgmm.predict(saved.model, standardized.astype(DTYPE), missing="marginalize"))
+    assert np.array_equal(np.loadtxt(labels, skiprows=1, dtype=int), expected)
+    completed = tmp_path / "completed.csv"
+    assert cli.main(["impute", str(model), str(data), "--out", str(completed)]) == 0
+    out = np.loadtxt(completed, delimiter=",", skiprows=1)
+    holes = np.isnan(X)
+    assert np.array_equal(out[~holes], X[~holes])  # observed values as read, bit for bit
+    reference = jaxgmm.impute(saved.model, standardized) * saved.scale + saved.center
+    np.testing.assert_allclose(out[holes], reference[holes], rtol=1e-6)

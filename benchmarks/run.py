@@ -198,6 +198,8 @@ def worker_jaxgmm(spec, data, fast=False):
 
     X = jnp.asarray(data["X"])
     dtype = X.dtype
+    if spec.get("missing"):  # NaN = missing values (benchmarks/missing.py): laid out once, as em_loop would
+        X = jaxgmm.incomplete.layout(data["X"], None, spec["covariance_type"])
     if "z" in data:  # start from responsibilities, as mclust's me() does (benchmarks/models.py)
         from jaxgmm.init import params_from_responsibilities
 
@@ -222,7 +224,40 @@ def worker_jaxgmm(spec, data, fast=False):
         # The last E-step's value, as scikit-learn's lower_bound_ and gmmx report it.
         return dict(ms_per_iter=ms, log_likelihood=float(r.history[iters - 1]), n_iter=int(r.n_iter))
 
-    return Session(dict(first_s=first_s), rep, lambda: dict(recompiles=em_loop._cache_size() - compiles))
+    def final():
+        out = dict(recompiles=em_loop._cache_size() - compiles)
+        if "X_test" in data:  # held-out complete rows (benchmarks/missing.py)
+            out["test_log_likelihood"] = float(jaxgmm.score(run(iters).params, jnp.asarray(data["X_test"], dtype)))
+        return out
+
+    return Session(dict(first_s=first_s), rep, final)
+
+
+def worker_imputer(spec, data):
+    """The nearest user alternative to EM with missing values: scikit-learn's IterativeImputer, then its
+    GaussianMixture from the same initial parameters (``iters`` iterations); each repetition times both."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+    from sklearn.mixture import GaussianMixture
+
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    cov_type = spec["covariance_type"]
+
+    def fit():
+        completed = IterativeImputer(random_state=0, max_iter=spec.get("imputer_iters", 10)).fit_transform(data["X"])
+        return GaussianMixture(
+            len(data["weights"]), covariance_type=cov_type, max_iter=spec["iters"], tol=0.0, reg_covar=1e-6,
+            random_state=0, weights_init=data["weights"], means_init=data["means"],
+            precisions_init=precisions_from(data["covariances"], cov_type)).fit(completed)
+
+    def rep():
+        total_s, gm = timed(fit)
+        return dict(total_s=total_s, log_likelihood=float(gm.score(data["X_test"])))
+
+    return Session({}, rep)
 
 
 def worker_sklearn(spec, data):
@@ -339,6 +374,7 @@ WORKERS = {
     "sklearn": worker_sklearn,
     "gmmx": worker_gmmx,
     "mclust": worker_mclust,
+    "imputer": worker_imputer,
 }
 
 
@@ -459,7 +495,8 @@ def run_interleaved(libs, spec, data_path, time_limits, rounds, label="", log=pr
 def interleave(jobs, data_path, time_limits, rounds, label="", log=print):
     """Timed repetitions of several workers, alternated in ``rounds`` rounds (each round starts one later).
 
-    ``jobs`` maps a name to ``(library, spec)``; ``time_limits`` maps the names to seconds. Returns
+    ``jobs`` maps a name to ``(library, spec)``, or ``(library, spec, data_path)`` for a job with data of its
+    own; ``time_limits`` maps the names to seconds. Returns
     ``{name: result}``: the median of the measured value (``ms_per_iter`` or ``total_s``) with its minimum
     and maximum over the rounds (``…_min``, ``…_max``), every repetition (``reps``), the set-up's ``info``
     (``first_s`` includes compilation), ``final`` and ``status``.
@@ -468,7 +505,8 @@ def interleave(jobs, data_path, time_limits, rounds, label="", log=print):
     workers, results = {}, {}
     for lib in libs:  # set up one at a time: first calls compile without competing
         try:
-            workers[lib] = Worker(*jobs[lib], data_path, time_limits[lib])
+            library, spec, *own_data = jobs[lib]
+            workers[lib] = Worker(library, spec, own_data[0] if own_data else data_path, time_limits[lib])
             results[lib] = dict(workers[lib].expect("READY"), reps=[])
         except WorkerFailed as failure:
             results[lib] = {"status": str(failure)}
@@ -867,8 +905,8 @@ def report(folder, with_scale_note=True):
             if name == "results" and with_scale_note:
                 parts.append(SCALE_NOTE + "\n")
     # benchmarks/profile_mid.py (where mid's time goes), benchmarks/models.py (the 14 covariance models) and
-    # benchmarks/selection_grid.py (the selection grid), against mclust
-    for extra in ("profile.md", "models.md", "selection_grid.md"):
+    # benchmarks/selection_grid.py (the selection grid), against mclust; benchmarks/missing.py (missing values)
+    for extra in ("profile.md", "models.md", "selection_grid.md", "missing.md"):
         if with_scale_note and (Path(folder) / extra).exists():
             parts.append("\n" + (Path(folder) / extra).read_text())
     return "".join(parts)

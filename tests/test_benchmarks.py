@@ -54,3 +54,17 @@ def test_measured_runs_lose_the_suites_compile_shortcuts_and_keep_other_flags():
     env = {"XLA_FLAGS": "--a=false", "JAXGMM_SUITE_XLA_FLAGS": "--a=false"}
     run.strip_suite_compile_shortcuts(env)
     assert env == {}
+
+
+def test_missing_values_benchmark_smoke_run(tmp_path):
+    out = tmp_path / "missing.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "missing.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["covariance_type"], r["version"]) for r in rows} == {("full", "mcar10"), ("full", "patterns")}
+    for row in rows:
+        assert all(res["status"] == "ok" for res in row["results"].values()), row["results"]
+        assert row["results"][row["version"]]["recompiles"] == 0
+        assert row["vs_complete"] is not None
+    assert "IterativeImputer + GaussianMixture" in out.with_suffix(".md").read_text()

@@ -18,8 +18,6 @@ alternative, scikit-learn's ``IterativeImputer`` followed by its
 fit) on the MCAR data; both are scored on 20,000 held-out complete rows.
 """
 
-import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -118,23 +116,8 @@ def markdown(saved):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes (writes nothing unless --out)")
-    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/missing.json unless --smoke)")
-    args = parser.parse_args(argv)
-    if not args.smoke:
-        run.strip_suite_compile_shortcuts(run.os.environ)
-    case = SMOKE if args.smoke else CASE
-    rows = summarise(measure(case))
-    saved = dict(case=case, rows=rows, info=run.machine_info())
-    out = args.out or (None if args.smoke else str(ROOT / "benchmarks" / "missing.json"))
-    if out:
-        Path(out).write_text(json.dumps(saved, indent=1, default=str))
-        Path(out).with_suffix(".md").write_text(markdown(saved))
-        if not args.smoke:
-            (ROOT / "BENCHMARKS.md").write_text(run.report(ROOT / "benchmarks"))
-    print(markdown(saved))
-    return rows
+    return run.side_benchmark(argv, doc=__doc__, name="missing", case=CASE, smoke=SMOKE,
+                              rows_of=lambda case: summarise(measure(case)), markdown=markdown)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ two libraries alternating model by model. jaxgmm runs in float32 as on the
 other rows; mclust computes in float64.
 """
 
-import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -122,27 +120,16 @@ def markdown(saved):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes (writes nothing unless --out)")
-    parser.add_argument("--out", default=None, help="results JSON (default benchmarks/models.json unless --smoke)")
-    args = parser.parse_args(argv)
-    if not args.smoke:
-        run.strip_suite_compile_shortcuts(run.os.environ)
-    case = SMOKE if args.smoke else CASE
-    rows = summarise(measure(case))
-    saved = dict(case=case, rows=rows, info=run.machine_info())
-    versions = {r["results"]["mclust"].get("version") for r in rows} - {None}
+def _mclust_version(saved):
+    versions = {r["results"]["mclust"].get("version") for r in saved["rows"]} - {None}
     if versions:
         saved["mclust_version"] = versions.pop()
-    out = args.out or (None if args.smoke else str(ROOT / "benchmarks" / "models.json"))
-    if out:
-        Path(out).write_text(json.dumps(saved, indent=1, default=str))
-        Path(out).with_suffix(".md").write_text(markdown(saved))
-        if not args.smoke:
-            (ROOT / "BENCHMARKS.md").write_text(run.report(ROOT / "benchmarks"))
-    print(markdown(saved))
-    return rows
+
+
+def main(argv=None):
+    return run.side_benchmark(argv, doc=__doc__, name="models", case=CASE, smoke=SMOKE,
+                              rows_of=lambda case: summarise(measure(case)), markdown=markdown,
+                              annotate=_mclust_version)
 
 
 if __name__ == "__main__":

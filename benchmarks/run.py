@@ -912,6 +912,31 @@ def report(folder, with_scale_note=True):
     return "".join(parts)
 
 
+def side_benchmark(argv, *, doc, name, case, smoke, rows_of, markdown, annotate=None):
+    """The command line of a benchmark beside this one (``models.py``, ``missing.py``): ``--smoke`` (tiny sizes,
+    writes nothing unless ``--out``) or the full case, saved as ``benchmarks/<name>.{json,md}`` and folded into
+    BENCHMARKS.md. ``rows_of(case)`` measures; ``annotate(saved)`` may add to what is saved."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (writes nothing unless --out)")
+    parser.add_argument("--out", default=None, help=f"results JSON (default benchmarks/{name}.json unless --smoke)")
+    args = parser.parse_args(argv)
+    if not args.smoke:
+        strip_suite_compile_shortcuts(os.environ)
+    chosen = smoke if args.smoke else case
+    rows = rows_of(chosen)
+    saved = dict(case=chosen, rows=rows, info=machine_info())
+    if annotate is not None:
+        annotate(saved)
+    out = args.out or (None if args.smoke else str(ROOT / "benchmarks" / f"{name}.json"))
+    if out:
+        Path(out).write_text(json.dumps(saved, indent=1, default=str))
+        Path(out).with_suffix(".md").write_text(markdown(saved))
+        if not args.smoke:
+            (ROOT / "BENCHMARKS.md").write_text(report(ROOT / "benchmarks"))
+    print(markdown(saved))
+    return rows
+
+
 HEADER = ("# Benchmarks\n\nProduced by `benchmarks/run.py` (see its docstring for method; "
           "`--report-only` rewrites this file from `benchmarks/results.json`). "
           "Re-run after any change to the hot path and commit the result.\n\n")

@@ -11,9 +11,11 @@ before tracing, into **buckets** of static sizes:
   row with its own missing coordinates; rows missing more in buckets padded
   to a power of two (3-4 → 4, 5-8 → 8, …, capped at ``D − 1``);
 * ``pattern``: full and tied covariances, rows that all miss the same
-  ``s ≥ 3`` coordinates, where a pattern is shared by at least
-  ``_PATTERN_MIN_ROWS`` rows (at most ``_MAX_PATTERNS`` patterns): one
-  factorisation per pattern and component serves every row;
+  coordinates, where at least ``_PATTERN_MIN_ROWS`` rows share a pattern
+  (every such pattern when the incomplete rows have at most
+  ``_FEW_PATTERNS``; otherwise the ``_MAX_PATTERNS`` most frequent missing
+  3 or more values): one factorisation per pattern and component serves
+  every row;
 * ``masked``: diagonal and spherical covariances, every incomplete row
   (they need no factorisation, only a mask).
 

@@ -8,6 +8,7 @@ Drivers (validate input at the edge): :func:`fit` with parallel restarts and
 
 from jaxgmm.compare import Comparison, MethodTrace, compare
 from jaxgmm.compilation_cache import enable_compilation_cache
+from jaxgmm.conjugate import ConjugatePrior, default_prior, log_prior
 from jaxgmm.datasets import FAITHFUL_COLUMNS, PENGUINS_COLUMNS, load_faithful, load_penguins
 from jaxgmm.density import log_prob, predict, predict_proba, score, score_samples, weighted_log_prob
 from jaxgmm.em import EMResult, SuffStats, e_step, em_loop, m_step, stats_from_responsibilities
@@ -30,6 +31,7 @@ __all__ = [
     "COVARIANCE_MODELS",
     "COVARIANCE_TYPES",
     "Comparison",
+    "ConjugatePrior",
     "EMResult",
     "FAITHFUL_COLUMNS",
     "PENGUINS_COLUMNS",
@@ -51,6 +53,7 @@ __all__ = [
     "bic",
     "compare",
     "default_batch_size",
+    "default_prior",
     "e_step",
     "enable_compilation_cache",
     "em_loop",
@@ -70,6 +73,7 @@ __all__ = [
     "load_faithful",
     "load_penguins",
     "log_likelihood",
+    "log_prior",
     "log_prob",
     "m_step",
     "n_parameters",

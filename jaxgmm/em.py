@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgmm import kernels, missing_kernels
+from jaxgmm.conjugate import ConjugatePrior, conjugate_posterior, log_prior, map_prior_terms
 from jaxgmm.incomplete import IncompleteData, as_incomplete, check_missing_option
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.models import get_model
@@ -101,8 +102,9 @@ def m_step(
     inner_tol: float | jax.Array | None = None,
     inner_max_iter: int | jax.Array = 100,
     active: jax.Array | None = None,
+    prior: ConjugatePrior | None = None,
 ) -> GMMParams:
-    """M-step: the parameters that maximise the expected complete-data log-likelihood.
+    """M-step: the parameters that maximise the expected complete-data log-likelihood (or log-posterior).
 
     Parameters
     ----------
@@ -129,6 +131,15 @@ def m_step(
         Default: the components of nonzero weight in ``previous`` (all
         without it), so a component of weight 0 stays off. This is how one
         program fits every ``K ≤ K_max`` (:func:`jaxgmm.select`).
+    prior : ConjugatePrior, optional
+        MAP-EM: maximise the expected complete-data log-*posterior* instead
+        (mclust's ``priorControl()``). The means become
+        ``(κ μ₀ + n_k x̄_k) / (κ + n_k)``, the weights
+        ``∝ n_k + α − 1``, and the covariances the model's own M-step on the
+        posterior scatters and counts of :mod:`jaxgmm.models.priors`
+        (``reg_covar`` then adds ``n_k·reg_covar·I`` to those scatters). Its
+        values are traced. VEE, EVE, VVE and EVV take no prior
+        (``ValueError``).
 
     Returns
     -------
@@ -142,20 +153,33 @@ def m_step(
     """
     model = get_model(stats.covariance_type)
     dtype = stats.sums.dtype
-    counts = stats.counts + 10 * jnp.finfo(dtype).eps
-    delta = stats.sums / counts[:, None]
-    means = stats.centers + delta
+    n_components, n_features = stats.sums.shape
     if active is None and previous is not None:
         active = previous.weights > 0
-    weights = counts if active is None else jnp.where(active, counts, 0.0)
+    reg_covar = jnp.asarray(reg_covar, dtype)
+    if prior is None:
+        counts = stats.counts + 10 * jnp.finfo(dtype).eps
+        delta = stats.sums / counts[:, None]
+        means = stats.centers + delta
+        weight_counts = covariance_counts = counts
+        ml_covariances = model.storage.ml_covariances(stats.scatters, counts, delta)
+    else:
+        # The posterior's scatters and counts (reg_covar already in them) through the model's own M-step.
+        scale_weights, extra = map_prior_terms(stats.covariance_type, prior, active, n_components, n_features, dtype)
+        posterior = conjugate_posterior(stats, prior, reg_covar=reg_covar, scale_weights=scale_weights)
+        counts, means = posterior.counts, posterior.means
+        weight_counts = counts + jnp.asarray(prior.weight_concentration, dtype) - 1
+        covariance_counts = counts + extra
+        ml_covariances = model.storage.ml_covariances(posterior.scatter, covariance_counts, jnp.zeros_like(means))
+        reg_covar = jnp.zeros((), dtype)
+    weights = weight_counts if active is None else jnp.where(active, weight_counts, 0.0)
     weights = weights / jnp.sum(weights)
     if inner_tol is None:
         inner_tol = jnp.sqrt(jnp.finfo(dtype).eps)
-    ml_covariances = model.storage.ml_covariances(stats.scatters, counts, delta)
     if active is not None:  # switched-off components: a unit covariance, weighted by their 10·eps count
         ml_covariances = model.storage.switch_off(ml_covariances, active)
     covariances = model.covariance_m_step(
-        counts, ml_covariances, means.shape[-1], jnp.asarray(reg_covar, dtype),
+        covariance_counts, ml_covariances, n_features, reg_covar,
         None if previous is None else previous.covariances,
         jnp.asarray(inner_tol, dtype), jnp.asarray(inner_max_iter, jnp.int32),
     )
@@ -184,7 +208,14 @@ class EMResult(NamedTuple):
         ``t`` M-steps (``history[0]``: the initial parameters'), computed in
         iteration ``t``'s E-step; NaN from ``n_iter`` on. With
         ``reg_covar=0`` it never decreases, and ``log_likelihood`` is at
-        least ``history[n_iter - 1]``.
+        least ``history[n_iter - 1]``. With a ``prior``, the values are the
+        mean log-*posterior* ``(Σ_n w_n log p(x_n) + log p(θ)) / Σ_n w_n``
+        (:func:`jaxgmm.conjugate.log_prior`), which MAP-EM never decreases
+        (``reg_covar=0``), and ``converged`` is measured on them.
+    log_posterior : array, shape (), or None
+        The mean log-posterior of ``params`` (as ``history``'s values, from
+        the same final E-step as ``log_likelihood``); equal to
+        ``log_likelihood`` without a prior. Restarts are chosen by it.
     """
 
     params: GMMParams
@@ -192,6 +223,7 @@ class EMResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     history: jax.Array
+    log_posterior: jax.Array | None = None
 
 
 def iterate_em(
@@ -204,6 +236,7 @@ def iterate_em(
     reg_covar: float | jax.Array,
     inner_tol: float | jax.Array | None = None,
     inner_max_iter: int | jax.Array = 100,
+    prior: ConjugatePrior | None = None,
 ) -> EMResult:
     """The EM ``lax.while_loop``, for any way of computing the statistics.
 
@@ -217,7 +250,10 @@ def iterate_em(
     dtype = params.means.dtype
     tol = jnp.asarray(tol, dtype)
     m_step_options = dict(reg_covar=jnp.asarray(reg_covar, dtype), inner_tol=inner_tol,
-                          inner_max_iter=inner_max_iter)
+                          inner_max_iter=inner_max_iter, prior=prior)
+
+    def objective(params, ll_sum):  # what EM increases: the mean log-likelihood, or log-posterior with a prior
+        return (ll_sum if prior is None else ll_sum + log_prior(params, prior)) / total_weight
 
     def cond(state):
         n_iter, _, log_likelihood, converged, _ = state
@@ -227,11 +263,11 @@ def iterate_em(
     def body(state):
         n_iter, params, previous, _, history = state
         stats, ll_sum = stats_fn(params)
-        log_likelihood = ll_sum / total_weight
+        value = objective(params, ll_sum)
         new_params = m_step(stats, previous=params, **m_step_options)
-        converged = jnp.abs(log_likelihood - previous) < tol  # False for NaN/inf
-        history = history.at[n_iter].set(log_likelihood)
-        return n_iter + 1, new_params, log_likelihood, converged, history
+        converged = jnp.abs(value - previous) < tol  # False for NaN/inf
+        history = history.at[n_iter].set(value)
+        return n_iter + 1, new_params, value, converged, history
 
     init = (
         jnp.asarray(0, jnp.int32),
@@ -243,7 +279,7 @@ def iterate_em(
     n_iter, params, _, converged, history = jax.lax.while_loop(cond, body, init)
     # The loop's last E-step saw the parameters before its M-step: one more gives those returned.
     _, final_ll_sum = stats_fn(params)
-    return EMResult(params, final_ll_sum / total_weight, n_iter, converged, history)
+    return EMResult(params, final_ll_sum / total_weight, n_iter, converged, history, objective(params, final_ll_sum))
 
 
 def _lay_out_missing(params, X, *args, sample_weight=None, missing="raise", **kwargs):
@@ -275,6 +311,7 @@ def em_loop(
     inner_tol: float | jax.Array | None = None,
     inner_max_iter: int | jax.Array = 100,
     missing: str = "raise",
+    prior: ConjugatePrior | None = None,
 ) -> EMResult:
     """Run EM from ``params`` until the mean log-likelihood changes by less than ``tol``.
 
@@ -315,6 +352,9 @@ def em_loop(
         value), which EM never decreases. Concrete ``X`` is laid out on the
         host before tracing, so this is as fast as a prepared
         :class:`~jaxgmm.incomplete.IncompleteData`.
+    prior : ConjugatePrior, optional
+        MAP-EM (traced; see :func:`m_step`): ``history`` and ``tol`` then
+        concern the mean log-posterior, and ``log_posterior`` reports it.
 
     Returns
     -------
@@ -340,5 +380,5 @@ def em_loop(
     stats_fn = partial(e_step, X=X, sample_weight=sample_weight, block_size=block_size, fast=fast)
     return iterate_em(
         stats_fn, params, total_weight, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-        inner_tol=inner_tol, inner_max_iter=inner_max_iter,
+        inner_tol=inner_tol, inner_max_iter=inner_max_iter, prior=prior,
     )

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgmm.conjugate import ConjugatePrior, check_prior, default_prior
 from jaxgmm.em import EMResult, em_loop
 from jaxgmm.incomplete import IncompleteData, as_incomplete, check_missing_option, layout_many
 from jaxgmm.init import INIT_METHODS, initialize, params_from_responsibilities
@@ -45,7 +46,9 @@ class FitResult(NamedTuple):
     n_iter : array, shape (), int
     converged : array, shape (), bool
     history : array, shape (max_iter,)
-        Its mean log-likelihood per iteration, NaN-padded.
+        Its mean log-likelihood (log-posterior, with a prior) per iteration, NaN-padded.
+    log_posterior : array, shape (), or None
+        Its mean log-posterior (``log_likelihood`` without a prior).
     restarts : EMResult
         Every restart, each leaf with a leading ``(n_init,)`` axis.
     best_index : array, shape (), int
@@ -59,13 +62,15 @@ class FitResult(NamedTuple):
     n_iter: jax.Array
     converged: jax.Array
     history: jax.Array
+    log_posterior: jax.Array | None
     restarts: EMResult
     best_index: jax.Array
 
 
 def _best_of(restarts: EMResult) -> FitResult:
-    """Pick the restart with the highest finite log-likelihood (the first on ties)."""
-    score = jnp.where(jnp.isfinite(restarts.log_likelihood), restarts.log_likelihood, -jnp.inf)
+    """Pick the restart with the highest finite log-likelihood — log-posterior with a prior (the first on ties)."""
+    score = restarts.log_likelihood if restarts.log_posterior is None else restarts.log_posterior
+    score = jnp.where(jnp.isfinite(score), score, -jnp.inf)
     best = jnp.argmax(score)
     chosen = jax.tree.map(lambda leaf: leaf[best], restarts)
     return FitResult(*chosen, restarts=restarts, best_index=best)
@@ -103,25 +108,25 @@ def _map_fits(fn, xs, n_fits: int, batch_size: int | None):
 )
 def _fit_restarts(
     keys, X, sample_weight, init_params, *, n_components, covariance_type, init, max_iter, tol, reg_covar,
-    block_size=None, fast=False, restart_batch_size=None, n_active=None,
+    block_size=None, fast=False, restart_batch_size=None, n_active=None, prior=None,
 ) -> FitResult:
     """Initialise and run EM once per key, ``restart_batch_size`` restarts at a time under ``vmap``; keep the best.
 
     ``n_active`` (traced): use only the first ``n_active`` of the ``n_components`` slots (see
-    :func:`jaxgmm.initialize`).
+    :func:`jaxgmm.initialize`). ``prior`` (traced): MAP-EM, from a MAP initial M-step.
     """
 
     def one_restart(key):
         if init_params is None:
             params = initialize(
                 key, X, n_components, covariance_type=covariance_type, method=init,
-                reg_covar=reg_covar, sample_weight=sample_weight, n_active=n_active,
+                reg_covar=reg_covar, sample_weight=sample_weight, n_active=n_active, prior=prior,
             )
         else:
             params = init_params
         return em_loop(
             params, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-            sample_weight=sample_weight, block_size=block_size, fast=fast,
+            sample_weight=sample_weight, block_size=block_size, fast=fast, prior=prior,
         )
 
     return _best_of(_map_fits(one_restart, keys, keys.shape[0], restart_batch_size))
@@ -129,26 +134,28 @@ def _fit_restarts(
 
 @partial(jit, static_argnames=("n_components", "covariance_type", "init", "max_iter", "restart_batch_size"))
 def _fit_each_k(keys, X, sample_weight, ks, start_resp=None, *, n_components, covariance_type, init, max_iter,
-                tol, reg_covar, restart_batch_size=None) -> FitResult:
+                tol, reg_covar, restart_batch_size=None, priors=None) -> FitResult:
     """One compiled program for every ``K`` in ``ks`` (traced, ``(n_k,)`` ints ≤ ``n_components``): the fit
     of each with ``n_components`` slots, those from ``K`` on switched off; leaves get a leading ``(n_k,)`` axis.
 
     ``start_resp (n_k, N, n_components)``, optional: each K's starting responsibilities (zero columns
     from K on) instead of the initialiser — one M-step from them, then EM (``init`` is then ignored).
+    ``priors``, optional: a :class:`ConjugatePrior` with a leading ``(n_k,)`` axis, each K's own (MAP-EM).
     """
 
     def one_k(args):
-        k, resp = args
+        k, resp, prior = args
         start = None
         if resp is not None:
             start = params_from_responsibilities(X, resp, covariance_type, reg_covar=reg_covar,
-                                                 sample_weight=sample_weight, n_active=k)
+                                                 sample_weight=sample_weight, n_active=k, prior=prior)
         return _fit_restarts(
             keys, X, sample_weight, start, n_components=n_components, covariance_type=covariance_type, init=init,
             max_iter=max_iter, tol=tol, reg_covar=reg_covar, restart_batch_size=restart_batch_size, n_active=k,
+            prior=prior,
         )
 
-    return jax.lax.map(one_k, (ks, start_resp))
+    return jax.lax.map(one_k, (ks, start_resp, priors))
 
 
 def _check_key(key) -> jax.Array:
@@ -169,6 +176,26 @@ def _check_options(n_components, covariance_type, n_init, init, max_iter, tol, r
     tol = check_nonnegative(tol, "tol")
     reg_covar = check_nonnegative(reg_covar, "reg_covar")
     return n_components, n_init, max_iter, tol, reg_covar
+
+
+def _refuse_missing_with_prior(X):
+    """MAP-EM and missing values do not combine yet (mclust's default prior is defined for complete data)."""
+    if not is_traced(X) and np.isnan(np.asarray(X)).any():
+        raise ValueError("prior= with missing values (NaN in X) is not supported: fit with prior=None, "
+                         "or impute the missing values first.")
+
+
+def resolve_prior(prior, X, n_components: int, covariance_type: str, sample_weight=None) -> ConjugatePrior | None:
+    """``None``, a validated :class:`ConjugatePrior` for the data, or mclust's :func:`default_prior` for
+    ``prior="default"`` (``X`` concrete, ``(N, D)``)."""
+    if prior is None:
+        return None
+    _refuse_missing_with_prior(X)
+    if isinstance(prior, str):
+        if prior != "default":
+            raise ValueError(f"Invalid prior {prior!r}: expected None, 'default' or a jaxgmm.ConjugatePrior.")
+        return default_prior(X, n_components, covariance_type, sample_weight=sample_weight)
+    return check_prior(prior, covariance_type, n_components, X.shape[-1], X.dtype)
 
 
 def _check_init_params(init, n_components, covariance_type, n_features, dtype):
@@ -224,6 +251,7 @@ def fit(
     fast: bool = False,
     restart_batch_size: int | None = None,
     missing: str = "raise",
+    prior: "ConjugatePrior | str | None" = None,
 ) -> FitResult:
     """Fit a Gaussian mixture by EM, with ``n_init`` restarts compiled into one program.
 
@@ -258,6 +286,12 @@ def fit(
         A row with no observed value contributes nothing; a column with none
         is an error. Without NaN this is the complete-data fit, exactly.
         ``"raise"`` (default): NaN is an error.
+    prior : ConjugatePrior or "default", optional
+        MAP-EM with this conjugate prior (:func:`jaxgmm.m_step`);
+        ``"default"`` is mclust's ``priorControl()``,
+        :func:`jaxgmm.default_prior`. The initial M-step is MAP too, the
+        restarts are ranked by log-posterior and ``history`` records it.
+        Not for VEE, EVE, VVE, EVV (``ValueError``).
 
     Returns
     -------
@@ -284,6 +318,7 @@ def fit(
     X = check_array(X, min_samples=n_components, missing=check_missing_option(missing))
     sample_weight = check_sample_weight(sample_weight, X.shape[0], X.dtype, min_positive=n_components)
     init_params = _check_init_params(init, n_components, covariance_type, X.shape[1], X.dtype)
+    prior = resolve_prior(prior, X, n_components, covariance_type, sample_weight)
     X, sample_weight = lay_out_missing(X, sample_weight, covariance_type, missing)
     result = _fit_restarts(
         jax.random.split(key, n_init), X, sample_weight, init_params,
@@ -292,6 +327,7 @@ def fit(
         max_iter=max_iter, tol=tol, reg_covar=reg_covar, fast=bool(fast),
         restart_batch_size=None if restart_batch_size is None else check_positive_int(
             restart_batch_size, "restart_batch_size"),
+        prior=prior,
     )
     _raise_if_failed(result, "EM")
     return result
@@ -342,17 +378,37 @@ def pad_datasets(datasets: Sequence) -> tuple[np.ndarray, np.ndarray]:
 )
 def _fit_datasets(
     keys, X, sample_weight, *, n_components, covariance_type, init, n_init, max_iter, tol, reg_covar, fast,
-    batch_size=None,
+    batch_size=None, priors=None,
 ):
+    """``priors``: a :class:`ConjugatePrior` with a leading data-set axis, or ``None``."""
+
     def one_dataset(args):
-        key, x, w = args
+        key, x, w, prior = args
         return _fit_restarts(
             jax.random.split(key, n_init), x, w, None, n_components=n_components,
             covariance_type=covariance_type, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-            fast=fast,
+            fast=fast, prior=prior,
         )
 
-    return _map_fits(one_dataset, (keys, X, sample_weight), keys.shape[0], batch_size)
+    return _map_fits(one_dataset, (keys, X, sample_weight, priors), keys.shape[0], batch_size)
+
+
+def stacked_priors(prior, X: jax.Array, sample_weight: jax.Array, n_components: int, covariance_type: str):
+    """One validated prior per data set of ``X (B, N, D)``, stacked on a leading axis (``"default"``: each
+    data set's own mclust default, from its rows of positive weight), or ``None``."""
+    if prior is None:
+        return None
+    Xn, wn = np.asarray(X), np.asarray(sample_weight)
+    _refuse_missing_with_prior(Xn[wn > 0])
+    if isinstance(prior, str):
+        each = [resolve_prior(prior, Xn[b][wn[b] > 0], n_components, covariance_type, wn[b][wn[b] > 0])
+                for b in range(Xn.shape[0])]
+        each = [p.replace(**{f: jnp.asarray(getattr(p, f), X.dtype) for f in ("mean", "shrinkage", "dof", "scale",
+                                                                           "weight_concentration")})
+                for p in each]
+        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *each)
+    one = check_prior(prior, covariance_type, n_components, X.shape[-1], X.dtype)
+    return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (X.shape[0],) + jnp.shape(leaf)), one)
 
 
 def _prepare_datasets(X, sample_weight, *, min_positive: int, missing: str = "raise") -> tuple[jax.Array, jax.Array]:
@@ -377,17 +433,17 @@ def _prepare_datasets(X, sample_weight, *, min_positive: int, missing: str = "ra
 
 @partial(jit, static_argnames=("n_components", "covariance_type", "init", "n_init", "max_iter", "batch_size"))
 def _fit_datasets_each_k(keys, X, sample_weight, ks, *, n_components, covariance_type, init, n_init, max_iter, tol,
-                         reg_covar, batch_size=None) -> FitResult:
+                         reg_covar, batch_size=None, priors=None) -> FitResult:
     """:func:`_fit_each_k` for each data set (``jax.random.split(keys[b], n_init)`` its restarts' keys);
-    leaves get leading ``(B, n_k)`` axes (:func:`jaxgmm.select_many`)."""
+    leaves get leading ``(B, n_k)`` axes (:func:`jaxgmm.select_many`); ``priors`` with leading ``(B, n_k)``."""
 
     def one_dataset(args):
-        key, x, w = args
+        key, x, w, prior = args
         return _fit_each_k(jax.random.split(key, n_init), x, w, ks, n_components=n_components,
                            covariance_type=covariance_type, init=init, max_iter=max_iter, tol=tol,
-                           reg_covar=reg_covar)
+                           reg_covar=reg_covar, priors=prior)
 
-    return _map_fits(one_dataset, (keys, X, sample_weight), keys.shape[0], batch_size)
+    return _map_fits(one_dataset, (keys, X, sample_weight, priors), keys.shape[0], batch_size)
 
 
 def fit_many(
@@ -405,6 +461,7 @@ def fit_many(
     fast: bool = False,
     batch_size: int | None = None,
     missing: str = "raise",
+    prior: "ConjugatePrior | str | None" = None,
 ) -> FitResult:
     """Fit one mixture to each of many data sets in a single compiled call.
 
@@ -426,6 +483,9 @@ def fit_many(
         Data sets fitted together under ``vmap`` (a ``lax.map`` runs over
         the batches). Default :func:`default_batch_size`: all at once on an
         accelerator, one at a time on CPU. The result does not depend on it.
+    prior : ConjugatePrior or "default", optional
+        MAP-EM (see :func:`fit`): one prior for every data set, or
+        ``"default"`` for each data set's own mclust default prior.
 
     Returns
     -------
@@ -451,6 +511,7 @@ def fit_many(
                                    missing=check_missing_option(missing))
     n_sets = Xj.shape[0]
     get_model(covariance_type).check_n_features(Xj.shape[2])
+    priors = stacked_priors(prior, Xj, weight, n_components, covariance_type)
     if missing == "marginalize" and np.isnan(np.asarray(Xj)).any():
         Xj, weight = layout_many(np.asarray(Xj), np.asarray(weight), covariance_type), None
     result = _fit_datasets(
@@ -458,6 +519,7 @@ def fit_many(
         covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
         reg_covar=reg_covar, fast=bool(fast),
         batch_size=None if batch_size is None else check_positive_int(batch_size, "batch_size"),
+        priors=priors,
     )
     _raise_if_failed(result, "EM")
     return result

@@ -204,10 +204,11 @@ def initial_responsibilities(
 
 @float32_matmuls
 def params_from_responsibilities(
-    X: jax.Array, resp: jax.Array, covariance_type: str, *, reg_covar=1e-6, sample_weight=None, n_active=None
+    X: jax.Array, resp: jax.Array, covariance_type: str, *, reg_covar=1e-6, sample_weight=None, n_active=None,
+    prior=None,
 ) -> GMMParams:
-    """One M-step from responsibilities ``resp (N, K)`` (scikit-learn's ``_initialize``); components from
-    ``n_active`` on get weight 0 (switched off)."""
+    """One M-step from responsibilities ``resp (N, K)`` (scikit-learn's ``_initialize``; with a ``prior``,
+    MAP as mclust's ``me(z, prior = …)`` starts); components from ``n_active`` on get weight 0 (switched off)."""
     w = _weights_or_ones(X, sample_weight)
     weighted_resp = resp * w[:, None]
     counts = jnp.sum(weighted_resp, axis=0)
@@ -219,7 +220,7 @@ def params_from_responsibilities(
     )
     stats = stats_from_responsibilities(X, weighted_resp, centers, covariance_type)
     active = None if n_active is None else _active(resp.shape[1], n_active)
-    return m_step(stats, reg_covar=reg_covar, active=active)
+    return m_step(stats, reg_covar=reg_covar, active=active, prior=prior)
 
 
 @partial(jit, static_argnames=("n_components", "covariance_type", "method"))
@@ -233,6 +234,7 @@ def initialize(
     reg_covar=1e-6,
     sample_weight=None,
     n_active=None,
+    prior=None,
 ) -> GMMParams:
     """Initial parameters for EM.
 
@@ -249,6 +251,9 @@ def initialize(
     n_active : int, optional
         Use only the first ``n_active`` components (traced); the others get
         weight exactly 0 and stay switched off in EM.
+    prior : ConjugatePrior, optional
+        The initial M-step is then MAP (see :func:`jaxgmm.m_step`), so a
+        cluster of one repeated point still gets a positive definite covariance.
 
     Returns
     -------
@@ -272,4 +277,4 @@ def initialize(
                                             sample_weight=sample_weight, n_active=n_active)
     resp = initial_responsibilities(key, X, n_components, method, sample_weight, n_active)
     return params_from_responsibilities(X, resp, covariance_type, reg_covar=reg_covar, sample_weight=sample_weight,
-                                        n_active=n_active)
+                                        n_active=n_active, prior=prior)

@@ -186,6 +186,7 @@ def select(
     sample_weight=None,
     progress=None,
     missing: str = "raise",
+    prior=None,
 ) -> Selection:
     """Fit every (covariance model, K) and choose by BIC, ICL or AIC, as mclust's ``Mclust()``.
 
@@ -224,6 +225,14 @@ def select(
         :func:`jaxgmm.fit`); the criteria use the observed-data
         log-likelihood and ``n`` the rows with an observed value.
         ``init="hc"`` needs complete data.
+    prior : ConjugatePrior or "default", optional
+        MAP-EM in every cell (mclust's ``Mclust(prior = priorControl())``):
+        ``"default"`` gives each cell mclust's :func:`jaxgmm.default_prior`
+        for its model and K; a :class:`jaxgmm.ConjugatePrior` is used for
+        every cell (its scale reduced to each model's layout). The criteria
+        are then mclust's "BIC at the MAP estimate": the log-likelihood of
+        the MAP parameters with the same parameter count. VEE, EVE, VVE and
+        EVV take no prior: their cells are marked failed with the reason.
 
     Returns
     -------
@@ -247,9 +256,11 @@ def select(
         raise ValueError("covariance_types is empty.")
     for model in models:
         get_model(model)
-    from jaxgmm.fit import lay_out_missing
+    from jaxgmm.fit import _refuse_missing_with_prior, lay_out_missing
 
     X = check_array(X, missing=check_missing_option(missing))
+    if prior is not None:
+        _refuse_missing_with_prior(X)
     n_rows, n_features = X.shape
     weights = None if sample_weight is None else check_sample_weight(sample_weight, n_rows, X.dtype)
     layouts = {}
@@ -278,7 +289,7 @@ def select(
             results, numbers = _fit_grid(key, X if data is None else data, None if data is not None else weights,
                                          usable, model, n_init=1 if starts else n_init,
                                          init="kmeans" if starts else init, max_iter=max_iter, tol=tol,
-                                         reg_covar=reg_covar, starts=starts)
+                                         reg_covar=reg_covar, starts=starts, prior=prior)
             reasons = {}
         except ValueError as error:  # the model cannot be fitted at all (mclust's E/V on several features)
             results, reasons = {}, {k: str(error) for k in ks}
@@ -314,7 +325,17 @@ def _first_components(params: GMMParams, k: int) -> GMMParams:
                      params.covariance_type)
 
 
-def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_covar, starts=None):
+def _priors_for(prior, X, weights, ks, model):
+    """Each K's validated prior stacked on a leading axis (``"default"``: mclust's for the model and K), or None."""
+    from jaxgmm.fit import resolve_prior
+
+    if prior is None or not ks:
+        return None
+    each = [resolve_prior(prior, X, k, model, weights) for k in ks]
+    return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(leaf, X.dtype) for leaf in leaves]), *each)
+
+
+def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_covar, starts=None, prior=None):
     """Every K of one model in one compiled program (the slots from K on switched off): ``{K: FitResult}``
     (``None`` where non-finite) and ``{K: (total log-likelihood, ICL entropy)}``.
 
@@ -334,6 +355,7 @@ def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_co
     stacked = _fit_each_k(
         jax.random.split(key, n_init), X, weights, jnp.asarray(ks, jnp.int32), start_resp, n_components=k_max,
         covariance_type=model, init=init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+        priors=_priors_for(prior, X, weights, ks, model),
     )
     if isinstance(X, IncompleteData):
         totals, entropies = (np.asarray(a) for a in _cell_numbers_incomplete(stacked.params, X))

@@ -50,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from jaxgmm import density
 from jaxgmm.em import EMResult, em_loop
-from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _map_fits, lay_out_missing
+from jaxgmm.fit import FitResult, _best_of, _fit_restarts, _map_fits, lay_out_missing, resolve_prior
 from jaxgmm.incomplete import check_missing_option
 from jaxgmm.init import INIT_METHODS, initialize, params_from_responsibilities
 from jaxgmm.models import get_model
@@ -197,7 +197,8 @@ def _best_by_lower_bound(result: FitResult) -> FitResult:
 
 
 @partial(jit, static_argnames=("n_components", "covariance_type", "init", "max_iter"))
-def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, covariance_type, init, max_iter, tol, reg_covar):
+def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, covariance_type, init, max_iter, tol,
+                             reg_covar, prior=None):
     """Restarts (see :func:`jaxgmm.fit.default_batch_size`) where some initial arrays are given; keep the best."""
 
     def one_restart(key):
@@ -205,7 +206,8 @@ def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, cov
             key, X, sample_weight, given, n_components=n_components, covariance_type=covariance_type,
             init=init, reg_covar=reg_covar,
         )
-        return em_loop(params, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar, sample_weight=sample_weight)
+        return em_loop(params, X, max_iter=max_iter, tol=tol, reg_covar=reg_covar, sample_weight=sample_weight,
+                       prior=prior)
 
     return _best_of(_map_fits(one_restart, keys, keys.shape[0], None))
 
@@ -242,6 +244,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         random, in ``fit`` and in every method that reads data; EM maximises
         the likelihood of the observed values (see :func:`jaxgmm.fit`).
         ``"raise"``: scikit-learn's error for NaN input.
+    prior : None, "default" or jaxgmm.ConjugatePrior, default=None
+        jaxgmm's addition: MAP-EM with a conjugate prior (mclust's
+        ``priorControl()`` for ``"default"``; see :func:`jaxgmm.fit`).
+        ``lower_bound_`` and ``lower_bounds_`` are then mean log-posteriors.
 
     Attributes
     ----------
@@ -290,6 +296,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose=0,
         verbose_interval=10,
         missing="raise",
+        prior=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -306,6 +313,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.missing = missing
+        self.prior = prior
 
     # ------------------------------------------------------------------ checks
 
@@ -396,10 +404,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         out_dtype = X.dtype
         Xj = check_array(X, min_samples=self.n_components, missing=self.missing)
         weights = check_sample_weight(sample_weight, X.shape[0], Xj.dtype, min_positive=self.n_components)
+        prior = resolve_prior(self.prior, Xj, self.n_components, self.covariance_type, weights)
         Xj, weights = lay_out_missing(Xj, weights, self.covariance_type, self.missing)
         given = self._given_initial_arrays(X.shape[1])
         warm = self.warm_start and hasattr(self, "converged_")
-        settings = dict(max_iter=self.max_iter, tol=float(self.tol), reg_covar=float(self.reg_covar))
+        settings = dict(max_iter=self.max_iter, tol=float(self.tol), reg_covar=float(self.reg_covar), prior=prior)
 
         start = time.perf_counter()
         if warm:

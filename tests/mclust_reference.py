@@ -37,8 +37,11 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 FIXTURE = HERE / "mclust" / "reference.json"
 SCRIPT = HERE / "mclust" / "make_reference.R"
+# MAP-EM with mclust's priorControl() (tests/test_map.py): see make_prior_reference.R for the layout.
+PRIOR_FIXTURE = HERE / "mclust" / "prior_reference.json"
+PRIOR_SCRIPT = HERE / "mclust" / "make_prior_reference.R"
 
-_ARRAY_KEYS = frozenset({"X", "z", "pro", "mean", "sigma"})
+_ARRAY_KEYS = frozenset({"X", "z", "pro", "mean", "sigma", "scale"})
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,7 +76,7 @@ def _convert(obj):
     return obj
 
 
-def _run_script(out: Path) -> None:
+def _run_script(out: Path, script: Path = SCRIPT) -> None:
     if not rscript_with_mclust():
         raise RuntimeError(
             "live mclust reference requested, but Rscript with the mclust "
@@ -81,7 +84,7 @@ def _run_script(out: Path) -> None:
             "`apt-get install r-cran-mclust`)"
         )
     proc = subprocess.run(
-        [shutil.which("Rscript"), str(SCRIPT), str(out)],
+        [shutil.which("Rscript"), str(script), str(out)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -89,21 +92,26 @@ def _run_script(out: Path) -> None:
     )
     if proc.returncode != 0:
         raise RuntimeError(
-            f"{SCRIPT} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            f"{script} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
         )
 
 
 @functools.lru_cache(maxsize=None)
-def load_reference(live: bool = False) -> dict:
+def load_reference(live: bool = False, fixture: Path = FIXTURE, script: Path = SCRIPT) -> dict:
     """The committed fixture, or (``live=True``) a fresh run of the R script.
 
     Cached per process: treat the returned dict and arrays as read-only.
     """
     if not live:
-        with open(FIXTURE) as fh:
+        with open(fixture) as fh:
             return _convert(json.load(fh))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "reference.json"
-        _run_script(out)
+        _run_script(out, script)
         with open(out) as fh:
             return _convert(json.load(fh))
+
+
+def load_prior_reference(live: bool = False) -> dict:
+    """:func:`load_reference` for the MAP-EM fixture (``make_prior_reference.R``)."""
+    return load_reference(live, PRIOR_FIXTURE, PRIOR_SCRIPT)

@@ -213,6 +213,25 @@ class Storage:
             return weights[:, None] * covariances
         return weights * covariances * n_features
 
+    def per_component_sum(self, weights: jax.Array, scatter: jax.Array) -> jax.Array:
+        """``weights_k · scatter`` for each component ``(K,)``, reduced as this layout's ``scatters``
+        are (summed over components for ``tied``): how a prior's scatter ``(D, D)``, ``(D,)`` or
+        scalar (in the units of :attr:`SuffStats.scatters`) joins the statistics."""
+        if self.kind == "tied":
+            return jnp.sum(weights) * scatter
+        return weights.reshape((-1,) + (1,) * jnp.ndim(scatter)) * scatter
+
+    @float32_matmuls
+    def trace_with_precision(self, scatter: jax.Array, prec_chol: jax.Array) -> jax.Array:
+        """``tr(S_k Σ_k⁻¹)`` for scatters ``S`` in this layout's ``scatters`` units, with ``Σ_k⁻¹ = U_k U_kᵀ``:
+        ``(K,)``, or a scalar for ``tied`` (one precision, scatters summed over components)."""
+        precision = self.precisions(prec_chol)
+        if self.is_matrix:
+            return jnp.sum(scatter * precision, axis=(-2, -1))
+        if self.kind == "diag":
+            return jnp.sum(scatter * precision, axis=-1)
+        return scatter * precision
+
     def ml_covariances(self, scatters: jax.Array, counts: jax.Array, delta: jax.Array) -> jax.Array:
         """Unregularised maximum-likelihood covariances in this layout (scikit-learn's four
         estimators) from scatters about the centres ``c_k``, ``counts (K,)`` and the shift

@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 
 from jaxgmm.models import eigen, msteps
+from jaxgmm.models.priors import MAP_RULES, PriorRule
 from jaxgmm.models.names import ALL_COVARIANCE_TYPES, COVARIANCE_MODELS, COVARIANCE_TYPES, UNIVARIATE_MODELS
 from jaxgmm.models.storage import DIAG, FULL, SPHERICAL, TIED, Storage
 
@@ -65,6 +66,9 @@ class CovarianceModel:
         The layout of the covariances (``full``, ``tied``, ``diag``, ``spherical``).
     iterative : bool
         Whether the M-step runs an inner loop (VEI, VEE, EVE, VVE, VEV).
+    prior_rule : PriorRule or None
+        How a conjugate prior enters the M-step (mclust's ``priorControl()``,
+        :mod:`jaxgmm.models.priors`); ``None`` where mclust has no prior (VEE, EVE, VVE, EVV).
     """
 
     name: str
@@ -72,6 +76,7 @@ class CovarianceModel:
     storage: Storage
     iterative: bool
     _update: Callable | None = dataclasses.field(default=None, repr=False)
+    prior_rule: PriorRule | None = None
 
     @property
     def univariate_only(self) -> bool:
@@ -159,6 +164,16 @@ class CovarianceModel:
         if problem is not None:
             raise ValueError(f"{name} do not have the structure of covariance_type={self.name!r}: {problem}")
 
+    def check_prior_supported(self) -> PriorRule:
+        """The model's :class:`PriorRule`, or ``ValueError`` where it takes no conjugate prior."""
+        if self.prior_rule is None:
+            supported = ", ".join(sorted(MAP_RULES))
+            raise ValueError(
+                f"covariance_type={self.name!r} takes no conjugate prior: mclust defines none for VEE, EVE, VVE "
+                f"and EVV, and neither does jaxgmm (models with one: {supported} and scikit-learn's four)."
+            )
+        return self.prior_rule
+
     def check_n_features(self, n_features: int) -> None:
         if self.univariate_only and n_features != 1:
             raise ValueError(
@@ -176,7 +191,7 @@ def _build_table() -> dict:
         else:
             storage = {"II": SPHERICAL, "EI": DIAG, "VI": DIAG}.get(letters[1:], FULL)
             update = msteps.MSTEPS[letters]
-        table[name] = CovarianceModel(name, letters, storage, letters in _ITERATIVE, update)
+        table[name] = CovarianceModel(name, letters, storage, letters in _ITERATIVE, update, MAP_RULES.get(letters))
     return table
 
 

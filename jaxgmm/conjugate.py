@@ -85,7 +85,12 @@ class ConjugatePrior:
     weight_concentration: jax.Array = 1.0
 
     def replace(self, **changes) -> "ConjugatePrior":
-        """A copy with some fields changed."""
+        """A copy with some fields changed; a new value takes the dtype of the array it replaces (so a
+        Python float in place of an array does not make a compiled function trace again)."""
+        for name, value in changes.items():
+            old = getattr(self, name)
+            if isinstance(old, jax.Array) and jnp.issubdtype(old.dtype, jnp.floating):
+                changes[name] = jnp.asarray(value, old.dtype)
         return dataclasses.replace(self, **changes)
 
 
@@ -175,6 +180,11 @@ def conjugate_posterior(
         degrees_of_freedom=jnp.asarray(prior.dof, dtype) + counts,
         scatter=within + between + prior_scatter,
     )
+
+
+def stack_priors(priors, dtype) -> ConjugatePrior:
+    """Priors of the same shapes stacked on a new leading axis (one per data set, or per K), in ``dtype``."""
+    return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(leaf, dtype) for leaf in leaves]), *priors)
 
 
 # ----------------------------------------------------------------------------- MAP-EM (mclust's rules)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgmm.conjugate import ConjugatePrior, check_prior, default_prior
+from jaxgmm.conjugate import ConjugatePrior, check_prior, default_prior, stack_priors
 from jaxgmm.em import EMResult, em_loop
 from jaxgmm.incomplete import IncompleteData, as_incomplete, check_missing_option, layout_many
 from jaxgmm.init import INIT_METHODS, initialize, params_from_responsibilities
@@ -403,12 +403,9 @@ def stacked_priors(prior, X: jax.Array, sample_weight: jax.Array, n_components: 
     if isinstance(prior, str):
         each = [resolve_prior(prior, Xn[b][wn[b] > 0], n_components, covariance_type, wn[b][wn[b] > 0])
                 for b in range(Xn.shape[0])]
-        each = [p.replace(**{f: jnp.asarray(getattr(p, f), X.dtype) for f in ("mean", "shrinkage", "dof", "scale",
-                                                                           "weight_concentration")})
-                for p in each]
-        return jax.tree.map(lambda *leaves: jnp.stack(leaves), *each)
-    one = check_prior(prior, covariance_type, n_components, X.shape[-1], X.dtype)
-    return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (X.shape[0],) + jnp.shape(leaf)), one)
+    else:
+        each = [check_prior(prior, covariance_type, n_components, X.shape[-1], X.dtype)] * Xn.shape[0]
+    return stack_priors(each, X.dtype)
 
 
 def _prepare_datasets(X, sample_weight, *, min_positive: int, missing: str = "raise") -> tuple[jax.Array, jax.Array]:

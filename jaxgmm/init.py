@@ -209,18 +209,24 @@ def params_from_responsibilities(
 ) -> GMMParams:
     """One M-step from responsibilities ``resp (N, K)`` (scikit-learn's ``_initialize``; with a ``prior``,
     MAP as mclust's ``me(z, prior = …)`` starts); components from ``n_active`` on get weight 0 (switched off)."""
+    stats = responsibility_stats(X, resp, covariance_type, sample_weight)
+    active = None if n_active is None else _active(resp.shape[1], n_active)
+    return m_step(stats, reg_covar=reg_covar, active=active, prior=prior)
+
+
+@float32_matmuls
+def responsibility_stats(X: jax.Array, resp: jax.Array, covariance_type: str, sample_weight=None):
+    """The :class:`SuffStats` of rows ``X (N, D)`` with responsibilities ``resp (N, K)`` and weights,
+    each component's moments centred at its own weighted mean (the data mean for an empty one), so the
+    first covariances do not cancel either."""
     w = _weights_or_ones(X, sample_weight)
     weighted_resp = resp * w[:, None]
     counts = jnp.sum(weighted_resp, axis=0)
-    # Centre each component's moments at its own weighted mean (the data mean
-    # for an empty one), so the first covariances do not cancel either.
     data_mean = jnp.sum(w[:, None] * X, axis=0) / jnp.sum(w)
     centers = jnp.where(
         counts[:, None] > 0, (weighted_resp.T @ X) / jnp.maximum(counts, 1e-30)[:, None], data_mean
     )
-    stats = stats_from_responsibilities(X, weighted_resp, centers, covariance_type)
-    active = None if n_active is None else _active(resp.shape[1], n_active)
-    return m_step(stats, reg_covar=reg_covar, active=active, prior=prior)
+    return stats_from_responsibilities(X, weighted_resp, centers, covariance_type)
 
 
 @partial(jit, static_argnames=("n_components", "covariance_type", "method"))

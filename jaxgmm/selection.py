@@ -327,12 +327,12 @@ def _first_components(params: GMMParams, k: int) -> GMMParams:
 
 def _priors_for(prior, X, weights, ks, model):
     """Each K's validated prior stacked on a leading axis (``"default"``: mclust's for the model and K), or None."""
+    from jaxgmm.conjugate import stack_priors
     from jaxgmm.fit import resolve_prior
 
     if prior is None or not ks:
         return None
-    each = [resolve_prior(prior, X, k, model, weights) for k in ks]
-    return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(leaf, X.dtype) for leaf in leaves]), *each)
+    return stack_priors([resolve_prior(prior, X, k, model, weights) for k in ks], X.dtype)
 
 
 def _fit_grid(key, X, weights, ks, model, *, n_init, init, max_iter, tol, reg_covar, starts=None, prior=None):

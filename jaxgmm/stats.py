@@ -67,3 +67,26 @@ def stats_from_diff(diff, weighted_resp, centers, covariance_type) -> SuffStats:
         centers=centers,
         covariance_type=covariance_type,
     )
+
+
+@float32_matmuls
+def complete_log_likelihood(stats: SuffStats, params, log_weights: jax.Array | None = None) -> jax.Array:
+    """``Σ_n w_n Σ_k r_nk [log α_k + log N(x_n | μ_k, Σ_k)]`` from the statistics alone (any centres).
+
+    EM's ``Q`` (times ``Σ w``) for the responsibilities that made ``stats`` and the parameters
+    ``params``; ``log_weights (K,)`` replace ``log params.weights`` (variational Bayes' expected
+    log-weights, which need not sum to one). The Mahalanobis terms come from the scatters about
+    ``params.means``: ``Σ_n w r_nk ‖U_kᵀ(x_n − μ_k)‖² = tr(S_k Σ_k⁻¹)``.
+    """
+    import math
+
+    storage = get_model(stats.covariance_type).storage
+    n_components, n_features = stats.sums.shape
+    if log_weights is None:
+        log_weights = jnp.log(params.weights)
+    prec_chol = params.precisions_cholesky
+    about_means = stats.scatters + storage.shift_scatter(stats.counts, stats.sums, stats.centers - params.means)
+    log_det = jnp.broadcast_to(storage.log_det_precision_cholesky(prec_chol, n_features), (n_components,))
+    per_component = jnp.where(stats.counts > 0, stats.counts * (
+        log_weights + log_det - 0.5 * n_features * math.log(2 * math.pi)), 0.0)
+    return jnp.sum(per_component) - 0.5 * jnp.sum(storage.trace_with_precision(about_means, prec_chol))

@@ -212,7 +212,95 @@ def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, cov
     return _best_of(_map_fits(one_restart, keys, keys.shape[0], None))
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+def print_verbose(estimator, result, n_runs, elapsed, previous):
+    """scikit-learn's verbose messages for ``estimator``, reconstructed from the restarts' histories (any result
+    whose ``restarts`` have ``n_iter``, ``history`` and ``converged``)."""
+    if not estimator.verbose or estimator.max_iter == 0:
+        return
+    restarts = result.restarts
+    for r in range(n_runs):
+        n_iter = int(restarts.n_iter[r])
+        history = np.asarray(restarts.history[r, :n_iter], np.float64)
+        changes = np.diff(np.concatenate([[previous], history]))
+        per_iter = elapsed / max(1, n_runs * n_iter)
+        print(f"Initialization {r}")
+        for i in range(estimator.verbose_interval, n_iter + 1, estimator.verbose_interval):
+            if estimator.verbose == 1:
+                print(f"  Iteration {i}")
+            else:
+                print(f"  Iteration {i}\t time lapse {per_iter:.5f}s\t ll change {changes[i - 1]:.5f}")
+        status = "converged" if bool(restarts.converged[r]) else "did not converge"
+        if estimator.verbose == 1:
+            print(f"Initialization {status}.")
+        else:
+            lower_bound = float(_lower_bounds(restarts)[r])
+            print(f"Initialization {status}. time lapse {elapsed / n_runs:.5f}s\t lower bound {lower_bound:.5f}.")
+
+
+class _FittedMixture(DensityMixin, BaseEstimator):
+    """What scikit-learn's two mixtures share once fitted: validation of new data, the density and its
+    predictions (from :meth:`_density_params`), and sampling from the fitted point estimate."""
+
+    def _params(self) -> GMMParams:
+        """The fitted parameters as a :class:`GMMParams` in the dtype JAX computes in."""
+        dtype = float_dtype(self.means_.dtype)
+        return GMMParams(
+            jnp.asarray(self.weights_, dtype), jnp.asarray(self.means_, dtype),
+            jnp.asarray(self.covariances_, dtype), self.covariance_type,
+        )
+
+    def _validate_X(self, X):
+        """``(numpy X in its float dtype, JAX X in the compute dtype)`` for a fitted model."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return X, check_array(X, n_features=self.means_.shape[1])
+
+    def _density_params(self) -> GMMParams:
+        """The mixture whose weighted log-densities ``predict``, ``predict_proba`` and ``score_samples`` use."""
+        return self._params()
+
+    # ---------------------------------------------------------------- predict
+
+    def score_samples(self, X):
+        """Log-density of each sample, shape ``(N,)``."""
+        X, Xj = self._validate_X(X)
+        return np.asarray(density.score_samples(self._density_params(), Xj), X.dtype)
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the samples ``X (N, D)`` (a float)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict(self, X):
+        """Most probable component of each sample, shape ``(N,)``."""
+        _, Xj = self._validate_X(X)
+        return np.asarray(density.predict(self._density_params(), Xj))
+
+    def predict_proba(self, X):
+        """Responsibilities ``p(z = k | x)``, shape ``(N, K)``."""
+        X, Xj = self._validate_X(X)
+        return np.asarray(density.predict_proba(self._density_params(), Xj), X.dtype)
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples`` points; returns ``(X (n_samples, D), y (n_samples,))`` sorted by component.
+
+        Uses a key from ``random_state`` (an integer seed gives the same
+        draws on every call, as in scikit-learn).
+        """
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample.")
+        n_samples = int(n_samples)
+        key = jax.random.fold_in(key_from_random_state(self.random_state), 1)
+        # Drawn in a power-of-two count and cut: one compiled program per bucket, not per n_samples
+        # (scikit-learn's own test draws 1, 2, ..., 99 samples).
+        bucket = max(_MIN_SAMPLE_BUCKET, 1 << (n_samples - 1).bit_length())
+        X, labels = _sample(key, self._params(), bucket)
+        X, labels = np.asarray(X, self.means_.dtype)[:n_samples], np.asarray(labels, np.int64)[:n_samples]
+        order = np.argsort(labels, kind="stable")
+        return X[order], labels[order]
+
+
+class GaussianMixture(_FittedMixture):
     """Gaussian mixture fitted by EM in JAX, with scikit-learn's API.
 
     Parameters
@@ -353,16 +441,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             given["covariances"] = covariances_from_precisions(precisions, self.covariance_type)
         return given
 
-    def _params(self) -> GMMParams:
-        """The fitted parameters as a :class:`GMMParams` in the dtype JAX computes in."""
-        dtype = float_dtype(self.means_.dtype)
-        return GMMParams(
-            jnp.asarray(self.weights_, dtype), jnp.asarray(self.means_, dtype),
-            jnp.asarray(self.covariances_, dtype), self.covariance_type,
-        )
-
     def _validate_X(self, X):
-        """``(numpy X in its float dtype, JAX X in the compute dtype)`` for a fitted model."""
+        """``(numpy X in its float dtype, JAX X in the compute dtype)`` for a fitted model (NaN laid out as
+        missing values with ``missing="marginalize"``)."""
         check_is_fitted(self)
         check_missing_option(self.missing)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, **self._finite())
@@ -424,7 +505,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             precisions_cholesky_=np.asarray(params.precisions_cholesky, out_dtype),
         )
         self._check_finite_fit(fitted, result, out_dtype, Xj.dtype)
-        self._print_verbose(result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
+        print_verbose(self, result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
 
         for name, value in fitted.items():
             setattr(self, name, value)
@@ -517,72 +598,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             result = result._replace(converged=converged, restarts=result.restarts._replace(converged=converged[None]))
         return result
 
-    def _print_verbose(self, result, n_runs, elapsed, previous):
-        """scikit-learn's verbose messages, reconstructed from the restarts' histories."""
-        if not self.verbose or self.max_iter == 0:
-            return
-        restarts = result.restarts
-        for r in range(n_runs):
-            n_iter = int(restarts.n_iter[r])
-            history = np.asarray(restarts.history[r, :n_iter], np.float64)
-            changes = np.diff(np.concatenate([[previous], history]))
-            per_iter = elapsed / max(1, n_runs * n_iter)
-            print(f"Initialization {r}")
-            for i in range(self.verbose_interval, n_iter + 1, self.verbose_interval):
-                if self.verbose == 1:
-                    print(f"  Iteration {i}")
-                else:
-                    print(f"  Iteration {i}\t time lapse {per_iter:.5f}s\t ll change {changes[i - 1]:.5f}")
-            status = "converged" if bool(restarts.converged[r]) else "did not converge"
-            if self.verbose == 1:
-                print(f"Initialization {status}.")
-            else:
-                lower_bound = float(_lower_bounds(restarts)[r])
-                print(f"Initialization {status}. time lapse {elapsed / n_runs:.5f}s\t lower bound {lower_bound:.5f}.")
-
-    # ---------------------------------------------------------------- predict
-
-    def score_samples(self, X):
-        """Log-density of each sample, shape ``(N,)``."""
-        X, Xj = self._validate_X(X)
-        return np.asarray(density.score_samples(self._params(), Xj), X.dtype)
-
     def score(self, X, y=None):
         """Mean log-likelihood of the samples ``X (N, D)`` (a float); with ``missing="marginalize"`` of
         their observed values, over the rows with at least one."""
         if self.missing == "raise":
-            return float(np.mean(self.score_samples(X)))
+            return super().score(X)
         X, Xj = self._validate_X(X)
         return float(density.score(self._params(), Xj, missing=self.missing))
-
-    def predict(self, X):
-        """Most probable component of each sample, shape ``(N,)``."""
-        _, Xj = self._validate_X(X)
-        return np.asarray(density.predict(self._params(), Xj))
-
-    def predict_proba(self, X):
-        """Responsibilities ``p(z = k | x)``, shape ``(N, K)``."""
-        X, Xj = self._validate_X(X)
-        return np.asarray(density.predict_proba(self._params(), Xj), X.dtype)
-
-    def sample(self, n_samples=1):
-        """Draw ``n_samples`` points; returns ``(X (n_samples, D), y (n_samples,))`` sorted by component.
-
-        Uses a key from ``random_state`` (an integer seed gives the same
-        draws on every call, as in scikit-learn).
-        """
-        check_is_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling requires at least one sample.")
-        n_samples = int(n_samples)
-        key = jax.random.fold_in(key_from_random_state(self.random_state), 1)
-        # Drawn in a power-of-two count and cut: one compiled program per bucket, not per n_samples
-        # (scikit-learn's own test draws 1, 2, ..., 99 samples).
-        bucket = max(_MIN_SAMPLE_BUCKET, 1 << (n_samples - 1).bit_length())
-        X, labels = _sample(key, self._params(), bucket)
-        X, labels = np.asarray(X, self.means_.dtype)[:n_samples], np.asarray(labels, np.int64)[:n_samples]
-        order = np.argsort(labels, kind="stable")
-        return X[order], labels[order]
 
     # ---------------------------------------- scikit-learn's private methods (its tests, subclasses)
 

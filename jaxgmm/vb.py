@@ -138,23 +138,31 @@ class VBPosterior:
         return digamma(a) - digamma_total + stick_rest
 
     @property
+    def log_weight_terms(self) -> jax.Array:
+        """The variational E-step's per-component constants, ``(K,)``:
+        ``E[log π_k] + ½(E[log|Λ_k|] − log|ν_k W_k| − D/β_k)`` (scikit-learn's ``_estimate_log_weights`` plus
+        the sample-free part of its ``_estimate_log_prob``), so that
+        ``E[log π_k + log N(x | μ_k, Λ_k⁻¹)] = log_weight_terms_k + log N(x | m_k, covariances_k)``."""
+        nu, d = self.degrees_of_freedom, self.n_features
+        log_lambda = d * math.log(2.0) + jnp.sum(digamma(_half_dof_terms(nu, d)), axis=0)
+        return self.expected_log_weights - 0.5 * d * jnp.log(nu) + 0.5 * (log_lambda - d / self.mean_precision)
+
+    @property
     def params(self) -> GMMParams:
-        """The point estimate scikit-learn predicts with: expected weights, ``m_k`` and :attr:`covariances`."""
+        """The point estimate scikit-learn samples from: expected weights, ``m_k`` and :attr:`covariances`."""
         return GMMParams(self.weights, self.means, self.covariances, self.covariance_type)
+
+    @property
+    def variational_params(self) -> GMMParams:
+        """``GMMParams(exp(log_weight_terms), means, covariances)``: its weighted log-densities are the
+        variational E-step's, ``E[log π_k + log N(x | μ_k, Λ_k⁻¹)]`` — what scikit-learn's ``predict``,
+        ``predict_proba`` and ``score_samples`` use (its weights need not sum to one)."""
+        return GMMParams(jnp.exp(self.log_weight_terms), self.means, self.covariances, self.covariance_type)
 
 
 def _half_dof_terms(degrees_of_freedom, n_features: int):
     """``½(ν_k − i)`` for ``i = 0..D−1``, shape ``(D, K)``."""
     return 0.5 * (degrees_of_freedom - jnp.arange(n_features, dtype=degrees_of_freedom.dtype)[:, None])
-
-
-def _expected_log_weight_terms(posterior: VBPosterior) -> jax.Array:
-    """scikit-learn's ``_estimate_log_weights`` plus the parts of ``_estimate_log_prob`` that do not depend on
-    the sample: ``E[log π_k] + ½(E[log|Λ_k|] − log|ν_k W_k| − D/β_k)``, ``(K,)``."""
-    nu, d = posterior.degrees_of_freedom, posterior.n_features
-    log_lambda = d * math.log(2.0) + jnp.sum(digamma(_half_dof_terms(nu, d)), axis=0)
-    return (posterior.expected_log_weights - 0.5 * d * jnp.log(nu)
-            + 0.5 * (log_lambda - d / posterior.mean_precision))
 
 
 def vb_e_step(posterior: VBPosterior, X: jax.Array, sample_weight: jax.Array | None = None, *,
@@ -178,7 +186,7 @@ def vb_e_step(posterior: VBPosterior, X: jax.Array, sample_weight: jax.Array | N
     """
     # The expectation is a Gaussian log-density with the covariances (ν_k W_k)⁻¹ plus per-component
     # constants: EM's E-step with those constants as (normalised) weights.
-    log_weights = jax.nn.log_softmax(_expected_log_weight_terms(posterior))
+    log_weights = jax.nn.log_softmax(posterior.log_weight_terms)
     pseudo = GMMParams(jnp.exp(log_weights), posterior.means, posterior.covariances, posterior.covariance_type)
     stats, log_norm_sum = e_step(pseudo, X, sample_weight, block_size=block_size)
     # Σ w Σ r log r = Σ w Σ r (log w_k + log N) − Σ w log Σ_k(w_k N): both from what the E-step returned.

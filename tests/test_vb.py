@@ -156,10 +156,7 @@ def _prior_args(prior):
 
 def _log_resp(post, X):
     """The variational E-step's log-responsibilities (the fixed point's), from the E-step's own terms."""
-    from jaxgmm.vb import _expected_log_weight_terms
-
-    pseudo = jaxgmm.GMMParams(jax.nn.softmax(_expected_log_weight_terms(post)), post.means, post.covariances, "full")
-    return jax.nn.log_softmax(jaxgmm.weighted_log_prob(pseudo, X), axis=1)
+    return jax.nn.log_softmax(jaxgmm.weighted_log_prob(post.variational_params, X), axis=1)
 
 
 @pytest.mark.x64

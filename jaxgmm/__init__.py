@@ -3,7 +3,8 @@
 Core (pure, jit/vmap/grad-safe): :class:`GMMParams`, :func:`e_step`,
 :func:`m_step`, :func:`em_loop`, the log-densities and the initialisers.
 Drivers (validate input at the edge): :func:`fit` with parallel restarts and
-:func:`fit_many` for many data sets in one call.
+:func:`fit_many` for many data sets in one call; MAP-EM with ``prior=``
+(:class:`ConjugatePrior`) and variational Bayes (:func:`fit_vb`, :mod:`jaxgmm.vb`).
 """
 
 from jaxgmm.compare import Comparison, MethodTrace, compare
@@ -24,6 +25,20 @@ from jaxgmm.sampling import sample
 from jaxgmm.selection import ManySelection, Selection, SelectionCell, aic, bic, icl, select, select_many
 from jaxgmm.streaming import StreamProgress, fit_stream, stream_e_step
 from jaxgmm.unconstrained import UnconstrainedParams, from_unconstrained, to_unconstrained
+from jaxgmm.vb import (
+    VBFitResult,
+    VBPosterior,
+    VBResult,
+    bayesian_mixture_prior,
+    effective_n_components,
+    elbo,
+    fit_vb,
+    fit_vb_many,
+    vb_e_step,
+    vb_initialize,
+    vb_loop,
+    vb_m_step,
+)
 
 __version__ = "0.1.0"
 
@@ -34,7 +49,6 @@ __all__ = [
     "ConjugatePrior",
     "EMResult",
     "FAITHFUL_COLUMNS",
-    "PENGUINS_COLUMNS",
     "FitResult",
     "GMMParams",
     "GradientResult",
@@ -44,24 +58,33 @@ __all__ = [
     "MethodTrace",
     "OnlineResult",
     "OnlineState",
-    "StreamProgress",
+    "PENGUINS_COLUMNS",
     "Selection",
     "SelectionCell",
+    "StreamProgress",
     "SuffStats",
     "UnconstrainedParams",
+    "VBFitResult",
+    "VBPosterior",
+    "VBResult",
     "aic",
+    "bayesian_mixture_prior",
     "bic",
     "compare",
     "default_batch_size",
     "default_prior",
     "e_step",
-    "enable_compilation_cache",
+    "effective_n_components",
+    "elbo",
     "em_loop",
+    "enable_compilation_cache",
     "fit",
     "fit_gradient",
     "fit_many",
     "fit_online",
     "fit_stream",
+    "fit_vb",
+    "fit_vb_many",
     "from_unconstrained",
     "icl",
     "impute",
@@ -90,8 +113,12 @@ __all__ = [
     "score_samples",
     "select",
     "select_many",
-    "stream_e_step",
     "stats_from_responsibilities",
+    "stream_e_step",
     "to_unconstrained",
+    "vb_e_step",
+    "vb_initialize",
+    "vb_loop",
+    "vb_m_step",
     "weighted_log_prob",
 ]

@@ -664,3 +664,300 @@ class GaussianMixture(_FittedMixture):
     def aic(self, X):
         """Akaike information criterion ``-2 log L + 2p`` on ``X (N, D)`` (lower is better)."""
         return -2 * self.score(X) * np.shape(X)[0] + 2 * self._n_parameters()
+
+
+# ------------------------------------------------------------------------------------------ variational Bayes
+
+
+def _sklearn_bgm_constraints() -> dict:
+    """scikit-learn's own parameter constraints of ``BayesianGaussianMixture`` (so its messages are ours),
+    plus ``sample_weight``-free extras of jaxgmm's none."""
+    from sklearn.mixture import BayesianGaussianMixture as Reference
+
+    return dict(Reference._parameter_constraints)
+
+
+class BayesianGaussianMixture(_FittedMixture):
+    """Variational Bayesian Gaussian mixture in JAX, with scikit-learn's API (:mod:`jaxgmm.vb`).
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        The truncation ``K``: components the data do not need get weights near 0.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    tol : float, default=1e-3
+        Convergence threshold on the change of the (total) lower bound.
+    reg_covar : float, default=1e-6
+    max_iter : int, default=100
+    n_init : int, default=1
+        Restarts, run in parallel; the highest lower bound wins.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+    weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}, default="dirichlet_process"
+    weight_concentration_prior : float, default=1/n_components
+    mean_precision_prior : float, default=1
+    mean_prior : array-like, shape (D,), default=the data's mean
+    degrees_of_freedom_prior : float, default=D
+    covariance_prior : float or array-like, default=the data's covariance
+        ``(D, D)`` full and tied, ``(D,)`` diag, a float spherical.
+    random_state, warm_start, verbose, verbose_interval
+        As in :class:`GaussianMixture`.
+
+    Attributes
+    ----------
+    weights_, means_, covariances_, precisions_, precisions_cholesky_
+        The point estimate: expected weights, posterior means and ``(ν_k W_k)⁻¹``.
+    weight_concentration_ : ndarray (K,) or tuple of two ndarrays (K,)
+        Dirichlet concentrations, or the sticks' Beta parameters.
+    mean_precision_, degrees_of_freedom_ : ndarray, shape (K,)
+    weight_concentration_prior_, mean_precision_prior_, mean_prior_, degrees_of_freedom_prior_, covariance_prior_
+        The prior used (given or defaulted).
+    converged_, n_iter_, lower_bound_, lower_bounds_, n_features_in_
+        As scikit-learn's; the lower bounds are totals over the data, not means.
+
+    The same differences from scikit-learn as :class:`GaussianMixture`
+    (parallel restarts, JAX's generator, ``sample_weight``); from the same
+    starting responsibilities every iterate equals scikit-learn's in float64.
+    ``predict``, ``predict_proba`` and ``score_samples`` use the variational
+    expectations, as scikit-learn's do.
+
+    Examples
+    --------
+    >>> import jaxgmm
+    >>> from jaxgmm.sklearn import BayesianGaussianMixture
+    >>> bgm = BayesianGaussianMixture(n_components=8, max_iter=500, random_state=0).fit(jaxgmm.load_faithful())
+    >>> int((bgm.weights_ > 0.01).sum()) in (2, 3)
+    True
+    """
+
+    _parameter_constraints = _sklearn_bgm_constraints()
+
+    def __init__(
+        self,
+        *,
+        n_components=1,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weight_concentration_prior_type="dirichlet_process",
+        weight_concentration_prior=None,
+        mean_precision_prior=None,
+        mean_prior=None,
+        degrees_of_freedom_prior=None,
+        covariance_prior=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weight_concentration_prior_type = weight_concentration_prior_type
+        self.weight_concentration_prior = weight_concentration_prior
+        self.mean_precision_prior = mean_precision_prior
+        self.mean_prior = mean_prior
+        self.degrees_of_freedom_prior = degrees_of_freedom_prior
+        self.covariance_prior = covariance_prior
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    # ------------------------------------------------------------------ prior
+
+    def _check_parameters(self, X, sample_weight=None):
+        """Validate the hyperparameters, set the prior's attributes (scikit-learn's ``_check_parameters``, which
+        its own tests call) and return the :class:`~jaxgmm.ConjugatePrior` for ``X`` (weighted by
+        ``sample_weight``, jaxgmm's addition)."""
+        from jaxgmm.vb import bayesian_mixture_prior
+
+        self._validate_params()
+        X = sklearn_check_array(X, dtype=[np.float64, np.float32])
+        n_features = X.shape[1]
+        mean = covariance = None
+        if self.mean_prior is not None:
+            mean = _init_array(self.mean_prior, "mean_prior")
+            _check_shape(mean, (n_features,), "means")
+        layout = get_model(self.covariance_type).storage
+        if self.covariance_prior is not None and layout.kind == "spherical":
+            covariance = float(self.covariance_prior)
+        elif self.covariance_prior is not None:
+            covariance = _init_array(self.covariance_prior, "covariance_prior")
+            _check_shape(covariance, (n_features,) * (2 if layout.is_matrix else 1),
+                         f"{self.covariance_type} covariance_prior")
+            if layout.is_matrix and not (np.allclose(covariance, covariance.T)
+                                         and np.all(np.linalg.eigvalsh(covariance) > 0)):
+                raise ValueError(f"'{self.covariance_type} covariance_prior' should be symmetric, positive-definite")
+            if not layout.is_matrix and np.any(covariance <= 0):
+                raise ValueError(f"'{self.covariance_type} covariance_prior' should be positive")
+        prior = bayesian_mixture_prior(
+            check_array(X, min_samples=2), self.n_components, self.covariance_type,
+            weight_concentration=self.weight_concentration_prior, mean_precision=self.mean_precision_prior,
+            mean=mean, degrees_of_freedom=self.degrees_of_freedom_prior, covariance=covariance,
+            sample_weight=sample_weight,
+        )
+        self.weight_concentration_prior_ = float(prior.weight_concentration)
+        self.mean_precision_prior_ = float(prior.shrinkage)
+        self.mean_prior_ = np.asarray(prior.mean, X.dtype)
+        self.degrees_of_freedom_prior_ = float(prior.dof)
+        scale = np.asarray(prior.scale, X.dtype)  # spherical: D times the variance, in the statistics' units
+        self.covariance_prior_ = scale / n_features if layout.kind == "spherical" else scale
+        return prior
+
+    # ------------------------------------------------------------ posterior
+
+    def _posterior(self):
+        """The fitted :class:`~jaxgmm.vb.VBPosterior` in the compute dtype."""
+        from jaxgmm.vb import VBPosterior
+
+        dtype = float_dtype(self.means_.dtype)
+        as_jax = partial(jnp.asarray, dtype=dtype)
+        # tied: scikit-learn's degrees_of_freedom_ is one number (the posterior is shared)
+        dof = jnp.broadcast_to(as_jax(self.degrees_of_freedom_), np.shape(self.mean_precision_))
+        return VBPosterior(as_jax(np.asarray(self.weight_concentration_)), as_jax(self.mean_precision_),
+                           as_jax(self.means_), dof, as_jax(self.covariances_),
+                           self.covariance_type, self.weight_concentration_prior_type)
+
+    def _density_params(self) -> GMMParams:
+        return self._posterior().variational_params
+
+    def _set_posterior(self, posterior, out_dtype) -> None:
+        """Set the fitted attributes from a :class:`~jaxgmm.vb.VBPosterior`."""
+        as_out = partial(np.asarray, dtype=out_dtype)
+        concentration = as_out(posterior.weight_concentration)
+        dof = as_out(posterior.degrees_of_freedom)
+        if get_model(self.covariance_type).storage.kind == "tied":
+            dof = dof[0]  # scikit-learn's: one number, the components share the posterior
+        self._set_parameters((
+            concentration if concentration.ndim == 1 else (concentration[0], concentration[1]),
+            as_out(posterior.mean_precision), as_out(posterior.means), dof,
+            as_out(posterior.covariances), as_out(posterior.precisions_cholesky),
+        ))
+
+    # ------------------------------------------------------------------- fit
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the variational posterior (``n_init`` restarts in parallel); returns ``self``.
+
+        ``sample_weight (N,)`` (jaxgmm's addition): integer weights act like repeated rows.
+        """
+        self.fit_predict(X, y, sample_weight=sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then return the most probable component of each sample, shape ``(N,)``
+        (equals ``fit(X).predict(X)``)."""
+        from jaxgmm.vb import _fit_vb_restarts, vb_loop
+
+        self._validate_params()
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        if X.shape[0] < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {X.shape[0]}"
+            )
+        out_dtype = X.dtype
+        Xj = check_array(X, min_samples=self.n_components)
+        weights = check_sample_weight(sample_weight, X.shape[0], Xj.dtype, min_positive=self.n_components)
+        prior = self._check_parameters(X, None if sample_weight is None else weights)
+        settings = dict(max_iter=self.max_iter, tol=float(self.tol), reg_covar=float(self.reg_covar))
+        warm = self.warm_start and hasattr(self, "converged_")
+        start = time.perf_counter()
+        if warm:
+            self._check_warm_start(X.shape[1])
+            run = vb_loop(self._posterior(), Xj, prior, sample_weight=weights,
+                          previous_lower_bound=float(self.lower_bound_), **settings)
+            result, n_runs = _as_fit_result(run), 1
+        else:
+            n_runs = self.n_init
+            keys = jax.random.split(key_from_random_state(self.random_state), n_runs)
+            result = _fit_vb_restarts(keys, Xj, weights, prior, n_components=self.n_components,
+                                      covariance_type=self.covariance_type,
+                                      weight_prior=self.weight_concentration_prior_type, init=self.init_params,
+                                      **settings)
+            if self.max_iter == 0:  # no iteration: scikit-learn keeps the last initialisation
+                result = _as_fit_result(jax.tree.map(lambda leaf: leaf[-1], result.restarts))
+        elapsed = time.perf_counter() - start
+        leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(result.posterior)]
+        if not all(np.all(np.isfinite(leaf)) for leaf in leaves) or np.isnan(float(result.lower_bound)):
+            raise ValueError(ILL_DEFINED_COVARIANCE + " (jaxgmm: the variational posterior became non-finite.)")
+        print_verbose(self, result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
+
+        self._set_posterior(result.posterior, out_dtype)
+        n_iter = int(result.n_iter)
+        self.converged_ = bool(result.converged)
+        self.n_iter_ = n_iter
+        self.lower_bound_ = out_dtype.type(result.lower_bound)
+        self.lower_bounds_ = np.asarray(result.history[:n_iter], out_dtype)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init parameters, or "
+                "increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+            )
+        return np.asarray(density.predict(self._density_params(), Xj))
+
+    def _check_warm_start(self, n_features: int) -> None:
+        if self.means_.shape != (self.n_components, n_features) or np.shape(self.covariances_) != covariance_shape(
+                self.covariance_type, self.n_components, n_features):
+            raise ValueError(
+                "warm_start=True needs data and settings matching the previous fit (n_features, "
+                "n_components, covariance_type); refit with warm_start=False."
+            )
+
+    # ---------------------------------------- scikit-learn's private methods (its tests, subclasses)
+
+    def _initialize_parameters(self, X, random_state):
+        """scikit-learn's ``_initialize_parameters``: the starting posterior from ``init_params`` (keyed by
+        ``random_state``, see :func:`key_from_random_state`); call :meth:`_check_parameters` first."""
+        from jaxgmm.init import initial_responsibilities
+
+        X = sklearn_check_array(X, dtype=[np.float64, np.float32])
+        Xj = check_array(X)
+        resp = initial_responsibilities(key_from_random_state(random_state), Xj, self.n_components,
+                                        self.init_params, None)
+        self._initialize(X, np.asarray(resp))
+
+    def _initialize(self, X, resp):
+        """scikit-learn's ``_initialize``: the posterior after one variational M-step on ``resp (N, K)``."""
+        from jaxgmm.vb import vb_posterior_from_responsibilities
+
+        X = sklearn_check_array(X, dtype=[np.float64, np.float32])
+        prior = self._check_parameters(X)
+        Xj = check_array(X)
+        posterior = vb_posterior_from_responsibilities(
+            Xj, jnp.asarray(resp, Xj.dtype), prior, covariance_type=self.covariance_type,
+            weight_prior=self.weight_concentration_prior_type, reg_covar=float(self.reg_covar))
+        self._set_posterior(posterior, X.dtype)
+
+    def _get_parameters(self):
+        """``(weight_concentration_, mean_precision_, means_, degrees_of_freedom_, covariances_,
+        precisions_cholesky_)``, as scikit-learn's."""
+        return (self.weight_concentration_, self.mean_precision_, self.means_, self.degrees_of_freedom_,
+                self.covariances_, self.precisions_cholesky_)
+
+    def _set_parameters(self, params):
+        """Set the posterior's attributes, and ``weights_`` and ``precisions_`` from them, as scikit-learn's."""
+        (self.weight_concentration_, self.mean_precision_, self.means_, self.degrees_of_freedom_,
+         self.covariances_, self.precisions_cholesky_) = params
+        dtype = np.asarray(self.means_).dtype
+        self.weights_ = np.asarray(self._posterior().weights, dtype)
+        prec_chol = self.precisions_cholesky_
+        if get_model(self.covariance_type).storage.is_matrix:
+            self.precisions_ = prec_chol @ np.swapaxes(prec_chol, -1, -2)
+        else:
+            self.precisions_ = prec_chol**2
+
+
+def _as_fit_result(run):
+    """One :class:`~jaxgmm.vb.VBResult` as a one-restart :class:`~jaxgmm.vb.VBFitResult`."""
+    from jaxgmm.vb import VBFitResult
+
+    return VBFitResult(*run, restarts=jax.tree.map(lambda leaf: leaf[None], run), best_index=jnp.asarray(0))

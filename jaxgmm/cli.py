@@ -223,18 +223,19 @@ class _RestartTracker:
 
 
 def fit_reporting(key, X, n_components, *, covariance_type, n_init, max_iter, tol, reg_covar, progress,
-                  missing="raise"):
+                  missing="raise", prior=None):
     """:func:`jaxgmm.fit`, showing progress on a terminal.
 
-    With progress off (or missing values) this is :func:`jaxgmm.fit`. With
-    it on, the same restarts run under ``vmap`` with an E-step that reports
-    each log-likelihood to the terminal through ``jax.debug.callback``.
+    With progress off (or missing values, or a prior) this is
+    :func:`jaxgmm.fit`. With it on, the same restarts run under ``vmap`` with
+    an E-step that reports each log-likelihood to the terminal through
+    ``jax.debug.callback``.
     """
     from jaxgmm.fit import fit
 
-    if not progress.enabled or (missing == "marginalize" and np.isnan(X).any()):
+    if not progress.enabled or (missing == "marginalize" and np.isnan(X).any()) or prior is not None:
         return fit(key, X, n_components, covariance_type=covariance_type, n_init=n_init, max_iter=max_iter,
-                   tol=tol, reg_covar=reg_covar, missing=missing)
+                   tol=tol, reg_covar=reg_covar, missing=missing, prior=prior)
     import jax
 
     from jaxgmm.fit import _check_key, _check_options, _raise_if_failed
@@ -296,10 +297,13 @@ def _fit_and_report(X, names, k, args, progress, title):
     from jaxgmm.report import format_fit
     from jaxgmm.selection import bic
 
+    if getattr(args, "method", "em") == "vb":
+        return _fit_vb_and_report(X, names, k, args, title)
     missing = getattr(args, "missing", "raise")
     result = fit_reporting(
         jax.random.key(args.seed), X, k, covariance_type=args.covariance_type, n_init=args.n_init,
         max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar, progress=progress, missing=missing,
+        prior=getattr(args, "prior", None),
     )
     Xj = jax.numpy.asarray(X, result.params.dtype)
     if missing == "marginalize" and np.isnan(X).any():  # the observed values' likelihood, over rows with one
@@ -316,9 +320,63 @@ def _fit_and_report(X, names, k, args, progress, title):
 
         labels = predict(result.params, Xj, missing=missing)
         shown = impute(result.params, X) if missing == "marginalize" else X  # incomplete rows at their imputed values
-        fig = plot_fit(shown, labels, result.params, result.history, names, title=title)
+        objective = "mean log-likelihood" if getattr(args, "prior", None) is None else "mean log-posterior"
+        fig = plot_fit(shown, labels, result.params, result.history, names, title=title, objective=objective)
         _savefig(fig, args.plot)
     return result
+
+
+WEIGHT_PRIOR_NAMES = {"dp": "dirichlet_process", "dirichlet": "dirichlet_distribution"}
+EFFECTIVE_WEIGHT = 0.01  # a component with less weight than this is switched off (reported, not removed)
+
+
+def _fit_vb_and_report(X, names, k, args, title):
+    """``fit --method vb``: variational Bayes, its table (with the effective number of components) and figure;
+    returns the :class:`~jaxgmm.vb.VBFitResult`."""
+    import jax
+
+    from jaxgmm.report import format_params
+    from jaxgmm.vb import effective_n_components, fit_vb
+
+    result = fit_vb(jax.random.key(args.seed), X, k, covariance_type=args.covariance_type,
+                    weight_prior=WEIGHT_PRIOR_NAMES[args.weight_prior], n_init=args.n_init,
+                    max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar)
+    params = result.posterior.params
+    n_effective = int(effective_n_components(params.weights, EFFECTIVE_WEIGHT))
+    print(format_params(params, names))
+    print(f"\neffective components (weight >= {EFFECTIVE_WEIGHT:g}): {n_effective} of {k}")
+    print(f"lower bound: {float(result.lower_bound):.4f}")
+    print(f"VB iterations: {int(result.n_iter)}   converged: {'yes' if bool(result.converged) else 'no'}")
+    if args.plot:
+        if X.shape[1] < 2:
+            raise CLIError("--plot needs data with at least 2 columns")
+        from jaxgmm.density import weighted_log_prob
+        from jaxgmm.params import GMMParams
+        from jaxgmm.plotting import plot_fit
+
+        # the effective components only (the others sit near the prior, weightless), each row labelled by them
+        active = np.flatnonzero(np.asarray(params.weights) >= EFFECTIVE_WEIGHT)
+        weights = np.asarray(params.weights)[active]
+        shown = GMMParams(weights / weights.sum(), params.means[active],
+                          params.model.storage.select_components(params.covariances, active), params.covariance_type)
+        scores = weighted_log_prob(result.posterior.variational_params, jax.numpy.asarray(X, params.dtype))
+        labels = np.asarray(scores)[:, active].argmax(axis=1)
+        history = result.history / X.shape[0]  # the bound per row, on the log-likelihood's scale
+        fig = plot_fit(X, labels, shown, history, names, title=f"{title}, variational Bayes",
+                       objective="lower bound per row")
+        _savefig(fig, args.plot)
+    return result
+
+
+def _check_method_options(args) -> None:
+    """``--method``, ``--prior``, ``--weight-prior`` and ``--missing`` that do not combine."""
+    if args.method == "vb":
+        if args.prior is not None:
+            raise CLIError("--prior is for --method em (MAP-EM); variational Bayes has its own prior")
+        if args.missing != "raise":
+            raise CLIError("--method vb needs complete data (--missing marginalize is for EM)")
+    elif args.weight_prior != "dp":
+        raise CLIError("--weight-prior is for --method vb")
 
 
 def _savefig(fig, path):
@@ -379,7 +437,11 @@ def _fit_streamed(args, progress):
 def cmd_fit(args) -> int:
     from jaxgmm.io import save
 
+    _check_method_options(args)
     if _streamed(args):
+        if args.method != "em" or args.prior is not None:
+            raise CLIError("streamed input (.npy files over the threshold, or --chunk-size) is fitted by plain EM: "
+                           "--method vb and --prior need the data in memory")
         from jaxgmm.report import format_fit
 
         result, names, n_samples, bic = _fit_streamed(args, Progress(quiet=args.quiet))
@@ -395,14 +457,18 @@ def cmd_fit(args) -> int:
         X, center, scale = _standardize(X)
     progress = Progress(quiet=args.quiet)
     cov = args.covariance_type
+    method = {"em": "", "vb": "; variational Bayes"}[args.method] + ("; MAP-EM, mclust's default prior"
+                                                                     if args.prior else "")
     print(f"{args.data}: {X.shape[0]} rows, columns {', '.join(names)}; K = {args.k}, {cov} covariances, "
-          f"{args.n_init} restart(s){'; standardized (table in standardized units)' if args.standardize else ''}")
+          f"{args.n_init} restart(s){'; standardized (table in standardized units)' if args.standardize else ''}"
+          f"{method}")
     if args.missing == "marginalize":
         print(f"missing values: {missing_summary(X)}; EM maximises the likelihood of the observed values")
     print()
     result = _fit_and_report(X, names, args.k, args, progress, title=f"{Path(args.data).name}, K = {args.k}")
+    params = result.posterior.params if args.method == "vb" else result.params  # VB: its point estimate
     try:
-        save(args.out, result.params, feature_names=names, center=center, scale=scale)
+        save(args.out, params, feature_names=names, center=center, scale=scale)
     except OSError as exc:
         raise CLIError(f"cannot write model {args.out}: {exc.strerror or exc}") from None
     print(f"model written to {args.out}")
@@ -615,6 +681,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, help="stream a .npy file in blocks of this many rows "
                    f"(automatic above {STREAM_THRESHOLD_BYTES >> 20} MiB)")
     _missing_option(p)
+    p.add_argument("--prior", choices=("default",),
+                   help="MAP-EM with a conjugate prior: default is mclust's priorControl() (keeps components from "
+                        "collapsing; not for VEE, EVE, VVE, EVV)")
+    p.add_argument("--method", default="em", choices=("em", "vb"),
+                   help="em: maximum likelihood (or MAP with --prior), the default; vb: variational Bayes "
+                        "(scikit-learn's BayesianGaussianMixture; full, tied, diag, spherical), which switches "
+                        "components the data do not need off: -k is then an upper bound")
+    p.add_argument("--weight-prior", default="dp", choices=tuple(WEIGHT_PRIOR_NAMES),
+                   help="with --method vb: dp, a Dirichlet process (stick-breaking; default), or dirichlet, "
+                        "a Dirichlet distribution")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("predict", help="label (or give probabilities for) the rows of a data file")

@@ -90,7 +90,8 @@ def principal_axes(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return center, vt[:2].T, variance[:2] / max(variance.sum(), np.finfo(float).tiny)
 
 
-def plot_fit(X, labels, params: GMMParams, history=None, feature_names=None, title=None):
+def plot_fit(X, labels, params: GMMParams, history=None, feature_names=None, title=None,
+             objective="mean log-likelihood"):
     """Scatter of the data coloured by component with 1σ/2σ ellipses, and the log-likelihood trace.
 
     Two features are drawn as they are; more are projected onto the data's
@@ -103,6 +104,8 @@ def plot_fit(X, labels, params: GMMParams, history=None, feature_names=None, tit
     labels : array, shape (N,)
     params : GMMParams with D features
     history : array, shape (max_iter,), optional (NaN-padded)
+        What the fit increased at each iteration, plotted under the name ``objective``
+        (a log-posterior with a prior, a lower bound for variational Bayes).
     feature_names : sequence of D str, optional
     title : str, optional
 
@@ -139,9 +142,9 @@ def plot_fit(X, labels, params: GMMParams, history=None, feature_names=None, tit
         ax2.plot(np.arange(1, len(trace) + 1), trace, "o-", ms=3)
         ax2.xaxis.get_major_locator().set_params(integer=True)
         ax2.ticklabel_format(axis="y", useOffset=False)
-        ax2.set_xlabel("EM iteration")
-        ax2.set_ylabel("mean log-likelihood")
-        ax2.set_title("log-likelihood trace")
+        ax2.set_xlabel("iteration")
+        ax2.set_ylabel(objective)
+        ax2.set_title(f"{objective} trace")
     fig.tight_layout()
     return fig
 

@@ -41,6 +41,8 @@ def format_fit(result, feature_names: Sequence[str] | None = None, *, bic: float
         "",
         f"mean log-likelihood per sample: {float(result.log_likelihood):.6f}",
     ]
+    if getattr(result, "log_posterior", None) is not None:  # MAP-EM: what it maximised
+        lines.append(f"mean log-posterior per sample: {float(result.log_posterior):.6f}")
     if bic is not None:
         lines.append(f"BIC: {float(bic):.4f}")
     lines.append(f"EM iterations: {int(result.n_iter)}   converged: {'yes' if bool(result.converged) else 'no'}")

@@ -167,3 +167,39 @@ def test_progress_shows_on_a_terminal_only_and_changes_nothing(dtype):
     for quiet, stream in ((True, FakeTerminal()), (False, io.StringIO())):
         cli.Progress(stream, quiet=quiet).show("x")
         assert stream.getvalue() == ""
+
+
+def test_fit_by_variational_bayes_and_with_a_prior(blobs, tmp_path, capsys):
+    root, X, labels = blobs
+    # --method vb: K = 8 is an upper bound; the Dirichlet process keeps the 3 clusters the data hold (the best
+    # of 4 restarts: a single one can stop at a local optimum with a cluster split in two)
+    assert cli.main(["fit", str(root / "blobs.npy"), "-k", "8", "--method", "vb", "--n-init", "4", "--max-iter", "500",
+                     "--quiet", "--out", str(tmp_path / "vb.npz"), "--plot", str(tmp_path / "vb.png")]) == 0
+    out = capsys.readouterr().out
+    assert "variational Bayes" in out and "effective components (weight >= 0.01): 3 of 8" in out
+    assert is_png(tmp_path / "vb.png")
+    saved = jaxgmm.io.read_model(tmp_path / "vb.npz").model
+    kept = np.asarray(saved.weights) >= 0.01
+    means = np.asarray(saved.means, np.float64)[kept]
+    order = [int(np.argmin(np.linalg.norm(means - m, axis=1))) for m in TRUE_MEANS]
+    np.testing.assert_allclose(means[order], TRUE_MEANS, atol=0.25)
+    np.testing.assert_allclose(np.asarray(saved.weights)[kept][order], np.bincount(labels) / len(labels), atol=0.02)
+
+    # --prior default: rows on 3 points and K = 3 collapse EM without reg_covar; MAP-EM stays finite
+    (tmp_path / "dup.csv").write_text("a,b\n" + "1,2\n3,5\n1,2\n2,1\n" * 5)
+    common = ["fit", str(tmp_path / "dup.csv"), "-k", "3", "--reg-covar", "0", "--quiet"]
+    assert cli.main(common + ["--out", str(tmp_path / "ml.npz")]) == 1
+    assert cli.main(common + ["--prior", "default", "--out", str(tmp_path / "map.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "MAP-EM" in out and "mean log-posterior per sample" in out
+    saved = jaxgmm.io.read_model(tmp_path / "map.npz").model
+    assert np.all(np.isfinite(np.asarray(saved.covariances)))
+    assert np.all(np.linalg.eigvalsh(np.asarray(saved.covariances, np.float64)) > 0)
+
+    for extra, message in [(["--method", "vb", "--prior", "default"], "--prior is for --method em"),
+                           (["--weight-prior", "dirichlet"], "--weight-prior is for --method vb"),
+                           (["--method", "vb", "--covariance-type", "VEV"], "scikit-learn's covariance types")]:
+        assert cli.main(["fit", str(root / "blobs.npy"), "-k", "2", "--quiet", "--out", str(tmp_path / "x.npz"),
+                         *extra]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()

@@ -164,6 +164,10 @@ class Storage:
         """The covariances of the first ``n_components`` components."""
         return covariances[:n_components] if self.per_component else covariances
 
+    def select_components(self, covariances, index):
+        """The covariances of the components ``index`` (an integer array)."""
+        return covariances[index] if self.per_component else covariances
+
     def add_to_diagonal(self, covariances: jax.Array, value) -> jax.Array:
         """``Σ + value·I`` in this layout."""
         if self.is_matrix:

@@ -211,9 +211,12 @@ def worker_jaxgmm(spec, data, fast=False):
             jnp.asarray(data["covariances"], dtype), spec["covariance_type"],
         )
     iters, reg_covar = spec["iters"], spec.get("reg_covar", 1e-6)
+    # MAP-EM with mclust's default prior (benchmarks/bayesian.py)
+    prior = jaxgmm.default_prior(data["X"], spec["k"], spec["covariance_type"]) if spec.get("prior") else None
 
     def run(n):
-        return jax.block_until_ready(em_loop(params, X, max_iter=n, tol=0.0, reg_covar=reg_covar, fast=fast))
+        return jax.block_until_ready(em_loop(params, X, max_iter=n, tol=0.0, reg_covar=reg_covar, fast=fast,
+                                             prior=prior))
 
     first_s, _ = timed(lambda: run(iters))
     run(1)  # compiles the one-iteration program
@@ -231,6 +234,59 @@ def worker_jaxgmm(spec, data, fast=False):
         return out
 
     return Session(dict(first_s=first_s), rep, final)
+
+
+def worker_jaxgmm_vb(spec, data):
+    """Variational Bayes (jaxgmm.vb_loop) from the responsibilities ``data["resp"]``, scikit-learn's prior."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxgmm
+    from jaxgmm.vb import vb_posterior_from_responsibilities
+
+    X = jnp.asarray(data["X"])
+    cov_type = spec["covariance_type"]
+    prior = jaxgmm.bayesian_mixture_prior(X, spec["k"], cov_type)
+    start = vb_posterior_from_responsibilities(X, jnp.asarray(data["resp"], X.dtype), prior, covariance_type=cov_type)
+
+    def run(n):
+        return jax.block_until_ready(jaxgmm.vb_loop(start, X, prior, max_iter=n, tol=0.0))
+
+    first_s, _ = timed(lambda: run(spec["iters"]))
+    run(1)
+
+    def rep():
+        ms, r = per_iteration(run, spec["iters"])
+        # log_likelihood: what VB maximises, its lower bound, per row (for the row's status and comparison)
+        return dict(ms_per_iter=ms, log_likelihood=float(r.lower_bound) / X.shape[0], n_iter=int(r.n_iter))
+
+    return Session(dict(first_s=first_s), rep)
+
+
+def worker_sklearn_bgm(spec, data):
+    """scikit-learn's BayesianGaussianMixture from the same responsibilities (its ``_initialize``)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import BayesianGaussianMixture
+
+    warnings.simplefilter("ignore", ConvergenceWarning)
+
+    class FromResponsibilities(BayesianGaussianMixture):
+        def _initialize_parameters(self, X, random_state, xp=None):
+            self._initialize(X, data["resp"].astype(X.dtype))
+
+    def run(max_iter):
+        return FromResponsibilities(n_components=spec["k"], covariance_type=spec["covariance_type"],
+                                    max_iter=max_iter, tol=0.0, random_state=0).fit(data["X"])
+
+    first_s, _ = timed(lambda: run(spec["iters"]))
+
+    def rep():
+        ms, bgm = per_iteration(run, spec["iters"])
+        return dict(ms_per_iter=ms, log_likelihood=float(bgm.lower_bound_) / len(data["X"]), n_iter=int(bgm.n_iter_))
+
+    return Session(dict(first_s=first_s), rep)
 
 
 def worker_imputer(spec, data):
@@ -375,6 +431,8 @@ WORKERS = {
     "gmmx": worker_gmmx,
     "mclust": worker_mclust,
     "imputer": worker_imputer,
+    "jaxgmm-vb": worker_jaxgmm_vb,
+    "sklearn-bgm": worker_sklearn_bgm,
 }
 
 
@@ -905,8 +963,9 @@ def report(folder, with_scale_note=True):
             if name == "results" and with_scale_note:
                 parts.append(SCALE_NOTE + "\n")
     # benchmarks/profile_mid.py (where mid's time goes), benchmarks/models.py (the 14 covariance models) and
-    # benchmarks/selection_grid.py (the selection grid), against mclust; benchmarks/missing.py (missing values)
-    for extra in ("profile.md", "models.md", "selection_grid.md", "missing.md"):
+    # benchmarks/selection_grid.py (the selection grid), against mclust; benchmarks/missing.py (missing values);
+    # benchmarks/bayesian.py (MAP-EM and variational Bayes)
+    for extra in ("profile.md", "models.md", "selection_grid.md", "missing.md", "bayesian.md"):
         if with_scale_note and (Path(folder) / extra).exists():
             parts.append("\n" + (Path(folder) / extra).read_text())
     return "".join(parts)

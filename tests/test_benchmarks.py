@@ -68,3 +68,18 @@ def test_missing_values_benchmark_smoke_run(tmp_path):
         assert row["results"][row["version"]]["recompiles"] == 0
         assert row["vs_complete"] is not None
     assert "IterativeImputer + GaussianMixture" in out.with_suffix(".md").read_text()
+
+
+def test_bayesian_benchmark_smoke_run(tmp_path):
+    out = tmp_path / "bayesian.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bayesian.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    results = row["results"]
+    assert all(res["status"] == "ok" for res in results.values()), results
+    # the same start and the same iterations: each pair computes the same objective
+    assert results["vb"]["log_likelihood"] == pytest.approx(results["sklearn_bgm"]["log_likelihood"], rel=1e-4)
+    assert results["em"]["log_likelihood"] == pytest.approx(results["sklearn"]["log_likelihood"], rel=1e-4)
+    assert all(ratio[0] is not None for ratio in row["ratios"].values())
+    assert "BayesianGaussianMixture / jaxgmm VB" in out.with_suffix(".md").read_text()

@@ -18,6 +18,7 @@ from jaxgmm.conjugate import ConjugatePrior, check_prior, conjugate_posterior, d
 from jaxgmm.init import params_from_responsibilities
 from jaxgmm.models import MODELS, get_model
 from jaxgmm.models.priors import MAP_RULES
+from jaxgmm.sklearn import GaussianMixture
 from mclust_reference import load_prior_reference, rscript_with_mclust
 
 REFERENCE = load_prior_reference()
@@ -261,6 +262,17 @@ def test_bad_priors_are_refused_with_their_reason():
         jaxgmm.fit(jax.random.key(0), FAITHFUL, 2, prior="mclust")
     with pytest.raises(TypeError, match="ConjugatePrior"):
         jaxgmm.fit(jax.random.key(0), FAITHFUL, 2, prior={"dof": 3})
+    # MAP-EM does not combine with missing values yet: refused at every entry point, the data untouched
+    holey = np.asarray(FAITHFUL, np.float64).copy()
+    holey[3, 1] = np.nan
+    refused = "prior= with missing values"
+    for call in (lambda: jaxgmm.fit(jax.random.key(0), holey, 2, prior="default", missing="marginalize"),
+                 lambda: jaxgmm.fit_many(jax.random.key(0), holey[None], 2, prior=good, missing="marginalize"),
+                 lambda: jaxgmm.select(jax.random.key(0), holey, [2], ["VVV"], prior="default", missing="marginalize"),
+                 lambda: GaussianMixture(2, prior="default", missing="marginalize").fit(holey)):
+        with pytest.raises(ValueError, match=refused):
+            call()
+    assert np.isnan(holey[3, 1]) and np.isnan(holey).sum() == 1
 
 
 def test_a_matrix_scale_is_reduced_to_each_layout():

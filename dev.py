@@ -5,6 +5,7 @@ Needs only Python 3.11+ and its standard library:
 
     python3 dev.py demo    # install jaxgmm[plot] into .venv, fit Old Faithful, print and plot
     python3 dev.py test    # install jaxgmm[test] into .venv, run the suite in float32 and float64
+    python3 dev.py docs    # install jaxgmm[docs] into .venv, build the site into docs/_build/html
 
 ``test`` runs every test file (and the doctests) in a pytest process of its
 own, two at a time, first with float32 then with ``JAX_ENABLE_X64=1`` (x64
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PARALLEL = 2
+DOCS_HTML = ROOT / "docs" / "_build" / "html"
 
 # The suite is compile-bound (hundreds of small programs, each run once or
 # twice), so it compiles the same programs more cheaply: XLA's cheaper backend
@@ -61,6 +63,12 @@ def setup(extras: str) -> None:
 def demo(args) -> int:
     setup("plot")
     return run(BIN / "jaxgmm", "demo", *args)
+
+
+def docs(args) -> int:
+    """Build the documentation site; every Sphinx warning is an error (reported all at once)."""
+    setup("docs")
+    return run(BIN / "sphinx-build", "-W", "--keep-going", "-b", "html", *args, "docs", DOCS_HTML)
 
 
 def compile_shortcuts() -> dict:
@@ -135,7 +143,7 @@ def test(args) -> int:
 
 
 def main() -> int:
-    commands = {"demo": demo, "test": test}
+    commands = {"demo": demo, "test": test, "docs": docs}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

@@ -7,9 +7,11 @@ from importlib import resources
 import numpy as np
 
 FAITHFUL_COLUMNS = ("eruptions", "waiting")
+"""Names of the two columns of :func:`load_faithful` (eruption length and waiting time, in minutes)."""
 PENGUINS_COLUMNS = (
     "bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "delta_15n", "delta_13c",
 )
+"""Names of the six columns of :func:`load_penguins`, in order."""
 
 
 def _read_bundled(name: str, header: tuple) -> list:

@@ -36,6 +36,8 @@ from jaxgmm.xla_options import jit
 class FitResult(NamedTuple):
     """The best of several EM restarts.
 
+    From :func:`fit_many`, every leaf has a further leading data-set axis.
+
     Attributes
     ----------
     params : GMMParams
@@ -53,8 +55,6 @@ class FitResult(NamedTuple):
         Every restart, each leaf with a leading ``(n_init,)`` axis.
     best_index : array, shape (), int
         Which restart is the best.
-
-    From :func:`fit_many`, every leaf has a further leading data-set axis.
     """
 
     params: GMMParams

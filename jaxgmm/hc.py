@@ -36,7 +36,7 @@ first form is used; if ``tr W = 0`` it is ``n log(alpha beta / n)``.)
 *mclust's determinants are not exactly these*: ``hcvvv`` keeps a triangular
 factor of each ``W`` but stores only its first row (in every storage row),
 so an older group of more than 2 rows enters later determinants through a
-different matrix (see :func:`_merges_vvv`). Traces and means are exact. We
+different matrix (see ``_merges_vvv``). Traces and means are exact. We
 reproduce that arithmetic, since the point is mclust's start.
 ``"EII"`` is Ward's criterion, ``n_i n_j / (n_i + n_j) ||m_i - m_j||^2``,
 updated by the Lance-Williams formula.

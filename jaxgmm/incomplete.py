@@ -101,10 +101,11 @@ class Bucket:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class IncompleteData:
-    """Rows with missing values, bucketed for the E-step (a pytree; see the module docstring).
+    """Rows with missing values, bucketed for the E-step (a pytree; see :mod:`jaxgmm.incomplete`).
 
-    Build it with :func:`layout` (one data set) or :func:`layout_many` (a stacked batch, for
-    ``vmap``); :func:`as_incomplete` does it for the functions that take ``missing=``.
+    Build it with :func:`~jaxgmm.incomplete.layout` (one data set) or
+    :func:`~jaxgmm.incomplete.layout_many` (a stacked batch, for ``vmap``);
+    :func:`~jaxgmm.incomplete.as_incomplete` does it for the functions that take ``missing=``.
 
     Attributes
     ----------

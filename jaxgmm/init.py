@@ -33,6 +33,7 @@ from jaxgmm.params import GMMParams
 from jaxgmm.xla_options import jit
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+"""The names :func:`initialize` takes as ``method`` (scikit-learn's ``init_params``)."""
 
 
 def _weights_or_ones(X, sample_weight):

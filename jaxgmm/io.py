@@ -48,7 +48,7 @@ _INFO_ARRAYS = ("feature_names", "center", "scale")
 
 
 class SavedModel(NamedTuple):
-    """What :func:`read_model` returns: the model and what was saved with it (``None`` if not)."""
+    """What :func:`~jaxgmm.io.read_model` returns: the model and what was saved with it (``None`` if not)."""
 
     model: object
     feature_names: tuple | None
@@ -250,7 +250,7 @@ def _check_arrays(path, header, members) -> None:
 
 
 def load(path):
-    """Read a model written by :func:`save` (see :func:`read_model` for what was saved with it).
+    """Read a model written by :func:`~jaxgmm.save` (see :func:`~jaxgmm.io.read_model` for what was saved with it).
 
     Parameters
     ----------
@@ -275,9 +275,9 @@ def load(path):
 
 
 def read_model(path) -> SavedModel:
-    """Read a model written by :func:`save`, with its feature names and standardisation.
+    """Read a model written by :func:`~jaxgmm.save`, with its feature names and standardisation.
 
-    Raises as :func:`load`.
+    Raises as :func:`~jaxgmm.load`.
     """
     members = _read_members(path)
     header = _read_header(path, members)

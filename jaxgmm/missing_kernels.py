@@ -13,7 +13,7 @@ missing values, ``d = x_f − μ`` and ``g = Λd``, the conditional mean is
 missing values), the conditional covariance is ``A⁻¹``, the marginal's
 log-determinant is ``log det Σ + log det A``, and its Mahalanobis term is
 the complete row's at the conditional mean, ``‖Uᵀ(d + E_m t)‖²`` (a sum of
-squares: see :func:`_matrix_conditional`). ``Uᵀd`` for every component is
+squares: see ``_matrix_conditional``). ``Uᵀd`` for every component is
 one matrix product ``(B, D) @ (D, K·D)``, as in the complete-data kernel;
 only ``A`` and the factor's rows ``U_m`` are gathered per row. The fill is
 each row's nearest mean in its observed coordinates.
@@ -23,14 +23,14 @@ forms of :mod:`jaxgmm.kernels` with the marginal log-probabilities
 (:func:`jaxgmm.kernels.statistics_from_log_prob`), plus corrections for the
 completed coordinates: ``Σ r t`` in the sums and
 ``Σ r (t dᵀ + d tᵀ + t tᵀ + A⁻¹)`` in the scatter, placed at each row's
-missing coordinates (see :func:`_corrections`).
+missing coordinates (see ``_corrections``).
 
 Rows are bucketed on the host (:mod:`jaxgmm.incomplete`): rows missing
 nothing take the complete-data kernel; diagonal and spherical covariances
 need no factorisation (a masked form); full and tied covariances factorise
 ``A`` per row and component, by an unrolled Cholesky factorisation
 vectorised over rows for few missing values, by LAPACK beyond (the rule
-and its measurements: :data:`jaxgmm.incomplete._EXACT_MAX_MISSING`), or
+and its measurements: ``jaxgmm.incomplete._EXACT_MAX_MISSING``), or
 once per component for rows sharing a pattern.
 """
 

@@ -47,6 +47,9 @@ __all__ = [
 class GMMParams:
     """Parameters of a Gaussian mixture model (an immutable pytree).
 
+    The constructor does not validate (it must accept tracers); use
+    :meth:`from_arrays` for parameters that come from a user.
+
     Parameters
     ----------
     weights : array, shape (K,)
@@ -60,9 +63,6 @@ class GMMParams:
     covariance_type : str
         scikit-learn's four (:data:`jaxgmm.COVARIANCE_TYPES`), mclust's 14
         (:data:`jaxgmm.COVARIANCE_MODELS`), or ``E``/``V`` for one feature. Static structure, not a traced value.
-
-    The constructor does not validate (it must accept tracers); use
-    :meth:`from_arrays` for parameters that come from a user.
 
     Examples
     --------
@@ -104,7 +104,7 @@ class GMMParams:
     def precisions_cholesky(self) -> jax.Array:
         """Upper-triangular Cholesky factor ``U`` of each precision, ``Σ⁻¹ = U Uᵀ``.
 
-        Same shape as :attr:`covariances`; for ``diag`` and ``spherical`` it
+        Same shape as ``covariances``; for ``diag`` and ``spherical`` it
         is ``1 / sqrt(variance)``.
         """
         return precision_cholesky_from_covariance(self.covariances, self.covariance_type)

@@ -348,7 +348,7 @@ class GaussianMixture(_FittedMixture):
     n_iter_ : int
     lower_bound_ : float
         Mean log-likelihood in the last E-step of the best restart.
-    lower_bounds_ : ndarray, shape (n_iter_,)
+    lower_bounds_ : ndarray, shape ``(n_iter_,)``
         Its mean log-likelihood at every iteration.
     n_features_in_ : int
     feature_names_in_ : ndarray of str

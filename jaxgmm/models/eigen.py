@@ -5,7 +5,7 @@ Each component's covariance is ``Σ_k = λ_k D_k A_k D_kᵀ`` (Celeux & Govaert,
 ``det A_k = 1``, orientation ``D_k`` orthogonal. A model is named by three
 letters for volume, shape, orientation: ``E`` equal across components, ``V``
 variable, ``I`` identity (shape ``A = I``, orientation ``D = I``); see
-:data:`MODELS`. ``λ_k = det(Σ_k)^(1/D)`` is the geometric mean of the
+:data:`~jaxgmm.models.MODELS`. ``λ_k = det(Σ_k)^(1/D)`` is the geometric mean of the
 eigenvalues and ``λ_k A_k`` are the eigenvalues.
 
 Unconstrained coordinates (a dict; a key is present only where its letter is
@@ -134,7 +134,7 @@ def from_coords(letters: str, coords: dict, n_components: int, n_features: int) 
     Parameters
     ----------
     letters : str
-        One of :data:`MODELS` (static).
+        One of :data:`~jaxgmm.models.MODELS` (static).
     coords : dict
         The coordinates of the module docstring; any real values (orientation
         matrices must be non-singular).

@@ -282,7 +282,7 @@ class Storage:
 
     def coords_from_covariances(self, covariances: jax.Array) -> jax.Array:
         """Matrix layouts: the precision's upper Cholesky factor with log diagonal, packed
-        (:func:`pack_cholesky`); variance layouts: log-variances."""
+        (``pack_cholesky``); variance layouts: log-variances."""
         if self.is_matrix:
             return pack_cholesky(self.precision_cholesky(covariances))
         return jnp.log(covariances)

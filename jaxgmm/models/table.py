@@ -196,11 +196,11 @@ def _build_table() -> dict:
 
 
 MODELS = _build_table()
-"""Every accepted ``covariance_type`` (scikit-learn's four, mclust's 14, ``E``, ``V``) → its :class:`CovarianceModel`."""
+"""Every accepted ``covariance_type`` (scikit-learn's four, mclust's 14, ``E``, ``V``) → its :class:`~jaxgmm.models.CovarianceModel`."""
 
 
 def get_model(covariance_type: str) -> CovarianceModel:
-    """The :class:`CovarianceModel` of a name, or ``ValueError`` listing the valid names.
+    """The :class:`~jaxgmm.models.CovarianceModel` of a name, or ``ValueError`` listing the valid names.
 
     Examples
     --------

@@ -667,6 +667,14 @@ def _missing_option(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``jaxgmm`` command's parser: one subparser per subcommand, each with its options.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["sample", "model.npz", "-n", "10"])
+    >>> args.command, args.n, args.seed
+    ('sample', 10, 0)
+    """
     parser = _Parser(prog="jaxgmm", description="Gaussian mixtures fitted by EM in JAX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -744,6 +752,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``jaxgmm`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Errors (a missing file, a malformed CSV, bad options, the library's ``ValueError``) are one
+    line on stderr and status 1, never a traceback.
+
+    Examples
+    --------
+    >>> import contextlib, io, os, tempfile
+    >>> import numpy as np
+    >>> folder = tempfile.mkdtemp()
+    >>> data, model = os.path.join(folder, "data.npy"), os.path.join(folder, "model.npz")
+    >>> np.save(data, np.random.default_rng(0).normal(size=(50, 2)))
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # the fit's table
+    ...     status = main(["fit", data, "-k", "1", "--out", model, "--quiet"])
+    >>> status, os.path.exists(model)
+    (0, True)
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -287,7 +287,7 @@ def _block_e_step_shared(params: GMMParams, prec_chol: jax.Array, center: jax.Ar
     without the exact path's ``(B, D) @ (D, K·D)`` product and by-group
     sums. The price is cancellation:
     relative errors of about ``eps · ‖μ_k − c‖²_{Σ_k⁻¹}`` in the covariances
-    and Mahalanobis terms (see the README's "Numerics").
+    and Mahalanobis terms (see the user guide's page on EM, "Numerics").
     """
     kind = params.model.storage.kind
     Xc = X - center

@@ -1,4 +1,4 @@
-"""Write the teaching notebooks from their cells below, run them, and save the README's figures.
+"""Write the teaching notebooks from their cells below, run them, and save their figures (notebooks/figures, shown by the docs).
 
     python notebooks/build.py             # write notebooks/*.ipynb without outputs
     python notebooks/build.py --execute   # write, run each in a fresh kernel, save outputs and figures
@@ -1207,7 +1207,7 @@ assert all(cell.failed is None and cell.converged for cell in sel.table)
 """),
     md(r"""
 The $K = 3$ fit of each model, with its number of free covariance parameters
-(mclust's `nVarParams`; the README's table has the formulas). Every model
+(mclust's `nVarParams`; the user guide's covariance page has the formulas). Every model
 also has $KD = 6$ means and $K - 1 = 2$ weights. The axes are not to scale, so
 the round components of EII and VII look flat.
 """),

@@ -263,7 +263,7 @@ def test_float32_accuracy_of_default_and_fast_moments(covariance_type, separatio
         errors[fast] = np.abs(np.asarray(new.covariances, np.float64) - cov).max() / np.abs(cov).max()
         np.testing.assert_allclose(np.asarray(new.means, np.float64), mu, atol=10 * eps * np.abs(X).max())
     assert errors[False] < 100 * eps  # independent of the separation
-    assert errors[True] < 10 * eps * separation**2  # README: ≈ eps · ‖μ_k − c‖²_{Σ⁻¹}
+    assert errors[True] < 10 * eps * separation**2  # docs/guide/em.md, Numerics: ≈ eps · ‖μ_k − c‖²_{Σ⁻¹}
 
 
 def test_default_block_size_bounds_the_block_and_grows_on_accelerators(monkeypatch):

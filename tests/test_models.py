@@ -85,7 +85,7 @@ def test_m_step_from_responsibilities_equals_mclust_mstep(source, dataset, model
         # mclust's inner loops (VEE, EVE) stop on their objective, a few digits short in the parameters.
         _assert_params_equal_mclust(params, reference, rtol=1e-6 if get_model(model).iterative else 1e-8)
         return
-    # mclust's VVE step is not the exact maximiser (README): ours maximises Q at least as well.
+    # mclust's VVE step is not the exact maximiser (docs/guide/covariance.md): ours maximises Q at least as well.
     _assert_params_equal_mclust(params, dict(reference, sigma=np.asarray(params.covariance_matrices)), rtol=1e-8)
     X, z, means = ds["X"], ds["z"], reference["mean"]
     diff = X[:, None, :] - means[None]
@@ -105,7 +105,7 @@ def test_m_step_from_responsibilities_equals_mclust_mstep(source, dataset, model
 def test_em_fixed_point_equals_mclust(source, dataset, model):
     """From mclust's starting responsibilities, jaxgmm's EM ends where mclust's ``me()`` ends:
     after as many iterations as mclust ran, parameters to 1e-6 relative and the log-likelihood
-    to 1e-8 (VVE: at least mclust's — see the README); run on to convergence, at least mclust's
+    to 1e-8 (VVE: at least mclust's — see docs/guide/covariance.md); run on to convergence, at least mclust's
     log-likelihood (mclust stops once its log-likelihood stops changing in float64, a little
     short of the fixed point on slow fits)."""
     ds = _reference(source)["datasets"][dataset]

@@ -61,7 +61,7 @@ def test_notebook_runs_fresh(name):
     assert out.returncode == 0, out.stderr[-4000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(report["kernel_python"]).resolve() == Path(sys.executable).resolve()  # this environment's interpreter
-    assert report["figures"]  # the README's figure came out
+    assert report["figures"]  # the notebook's figure came out
 
 
 @pytest.mark.parametrize("name", list(build.NOTEBOOKS))

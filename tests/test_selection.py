@@ -209,7 +209,7 @@ def _bic_reference(source):
 def test_hc_start_reproduces_mclustbic_on_old_faithful(source):
     """From mclust's hierarchical-clustering start, every cell of the default grid equals mclust's
     converged mclustBIC cell (tight EM control) to 1e-6, and both pick EEE with 3 components — as
-    mclust's default Mclust() does. VVE: at least mclust's (its M-step is not exact; README)."""
+    mclust's default Mclust() does. VVE: at least mclust's (its M-step is not exact; docs/guide/covariance.md)."""
     reference = _bic_reference(source)
     X = jaxgmm.load_faithful()
     sel = jaxgmm.select(jax.random.key(0), X, init="hc", tol=1e-13, reg_covar=0.0, max_iter=5000)

@@ -59,6 +59,14 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 nb_execution_mode = "off"  # render the committed outputs; the test suite executes the notebooks
 
+# The pages load MathJax from its CDN. JAXGMM_DOCS_MATHJAX (a MathJax 2 URL, e.g. Debian's
+# file:///usr/share/javascript/mathjax/MathJax.js?config=TeX-AMS_CHTML) builds pages that typeset
+# their math offline: tests/test_docs.py uses it to check in a browser that every formula renders.
+if os.environ.get("JAXGMM_DOCS_MATHJAX"):
+    mathjax_path = os.environ["JAXGMM_DOCS_MATHJAX"]
+    # MyST marks its sections tex2jax_ignore and the formulas "math" (MathJax 3's way); say the same to 2
+    mathjax2_config = {"tex2jax": {"processClass": "math|output_area", "ignoreClass": "tex2jax_ignore"}}
+
 html_theme = "pydata_sphinx_theme"
 html_title = f"jaxgmm {version}"
 html_theme_options = {
@@ -168,6 +176,8 @@ def _skip_member(app, what, name, obj, skip, options):
 
 
 def setup(app):
+    # autosummary writes a page per listed name; a stale one (a name since removed) would be an orphan
+    shutil.rmtree(DOCS / "api" / "generated", ignore_errors=True)
     _copy_external_sources()
     _cli_help()
     app.connect("autodoc-skip-member", _skip_member)

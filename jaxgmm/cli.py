@@ -19,6 +19,8 @@ import numpy as np
 
 from jaxgmm.models.names import ALL_COVARIANCE_TYPES, COVARIANCE_MODELS
 
+__all__ = ["build_parser", "main"]  # the rest serves the subcommands
+
 # Values that mean "missing" in a CSV cell; they are reported as NaN.
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
 

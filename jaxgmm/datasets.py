@@ -29,6 +29,13 @@ def load_faithful() -> np.ndarray:
     the next eruption): the same numbers as R's ``datasets::faithful``
     (Härdle 1991; Azzalini & Bowman 1990). The column names are in
     :data:`FAITHFUL_COLUMNS`.
+
+    Examples
+    --------
+    >>> import jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> X.shape, jaxgmm.FAITHFUL_COLUMNS
+    ((272, 2), ('eruptions', 'waiting'))
     """
     return np.array(_read_bundled("faithful.csv", FAITHFUL_COLUMNS), dtype=np.float64)
 

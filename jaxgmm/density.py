@@ -65,6 +65,14 @@ def weighted_log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -
     Returns
     -------
     array, shape (N, K)
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import GMMParams, weighted_log_prob
+    >>> p = GMMParams(jnp.array([0.25, 0.75]), jnp.array([[0.0], [3.0]]), jnp.ones(2), "spherical")
+    >>> weighted_log_prob(p, jnp.zeros((5, 1))).shape      # log α_k + log N(x_n | μ_k, Σ_k)
+    (5, 2)
     """
     data = _incomplete(params, X, missing)
     if data is not None:
@@ -104,24 +112,61 @@ def log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Arr
 
 
 def score_samples(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
-    """Per-sample log-density, shape ``(N,)``; scikit-learn's name for :func:`log_prob`."""
+    """Per-sample log-density, shape ``(N,)``; scikit-learn's name for :func:`log_prob`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import GMMParams, score_samples
+    >>> p = GMMParams(jnp.ones(1), jnp.zeros((1, 1)), jnp.ones(1), "spherical")
+    >>> round(float(score_samples(p, jnp.zeros((1, 1)))[0]), 4)   # log N(0 | 0, 1) = −log(2π)/2
+    -0.9189
+    """
     return log_prob(params, X, missing)
 
 
 def predict_proba(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
     """Responsibilities ``p(z_n = k | x_n)``, shape ``(N, K)``, computed in log space (with
-    ``missing="marginalize"`` given the observed values; the weights for a row with none)."""
+    ``missing="marginalize"`` given the observed values; the weights for a row with none).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import GMMParams, predict_proba
+    >>> p = GMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.0], [3.0]]), jnp.ones(2), "spherical")
+    >>> proba = predict_proba(p, jnp.array([[1.5], [4.0]]))     # (N, K), rows sum to 1
+    >>> [round(float(v), 3) for v in proba[0]]                 # halfway: even odds
+    [0.5, 0.5]
+    """
     return jax.nn.softmax(weighted_log_prob(params, X, missing), axis=-1)
 
 
 def predict(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
-    """Most probable component of each sample, shape ``(N,)`` (int)."""
+    """Most probable component of each sample, shape ``(N,)`` (int).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import GMMParams, predict
+    >>> p = GMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.0], [3.0]]), jnp.ones(2), "spherical")
+    >>> predict(p, jnp.array([[-1.0], [1.0], [4.0]])).tolist()
+    [0, 0, 1]
+    """
     return jnp.argmax(weighted_log_prob(params, X, missing), axis=-1)
 
 
 def score(params: GMMParams, X: jax.Array, sample_weight: jax.Array | None = None, missing: str = "raise") -> jax.Array:
     """Mean per-sample log-likelihood (weighted mean when ``sample_weight (N,)`` is given); with
-    ``missing="marginalize"`` of the observed values, over the rows with at least one."""
+    ``missing="marginalize"`` of the observed values, over the rows with at least one.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import GMMParams, score
+    >>> p = GMMParams(jnp.ones(1), jnp.zeros((1, 1)), jnp.ones(1), "spherical")
+    >>> round(float(score(p, jnp.array([[-1.0], [1.0]]))), 4)     # −log(2π)/2 − 1/2
+    -1.4189
+    """
     data = _incomplete(params, X, missing)
     lp = log_prob(params, X if data is None else data)
     weight = jnp.ones_like(lp) if sample_weight is None else jnp.asarray(sample_weight, lp.dtype)

@@ -84,6 +84,17 @@ def e_step(
         The weighted **sum** ``Σ_n w_n log p(x_n)`` (of the observed values
         ``x_n,o`` with missing ones); divide by ``stats.counts.sum()`` for
         the mean.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> X = jax.numpy.asarray(jaxgmm.load_faithful(), "float32")
+    >>> params = jaxgmm.initialize(jax.random.key(0), X, 2)
+    >>> stats, ll_sum = jaxgmm.e_step(params, X)
+    >>> stats.counts.shape, round(float(stats.counts.sum()))   # soft counts N_k add up to N
+    ((2,), 272)
+    >>> bool(abs(ll_sum / len(X) - jaxgmm.score(params, X)) < 1e-4)
+    True
     """
     check_missing_option(missing)
     if isinstance(X, IncompleteData) or missing == "marginalize":
@@ -150,6 +161,15 @@ def m_step(
         scikit-learn, ``N_k`` gets ``10·eps`` so an empty component keeps
         finite parameters (its mean stays at its centre, its covariance is
         ``reg_covar·I`` for the unconstrained models) instead of producing NaN.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> X = jax.numpy.asarray(jaxgmm.load_faithful(), "float32")
+    >>> stats, _ = jaxgmm.e_step(jaxgmm.initialize(jax.random.key(0), X, 2), X)
+    >>> new = jaxgmm.m_step(stats)                              # one EM iteration
+    >>> new.means.shape, round(float(new.weights.sum()), 5)
+    ((2, 2), 1.0)
     """
     model = get_model(stats.covariance_type)
     dtype = stats.sums.dtype
@@ -216,6 +236,14 @@ class EMResult(NamedTuple):
         The mean log-posterior of ``params`` (as ``history``'s values, from
         the same final E-step as ``log_likelihood``); equal to
         ``log_likelihood`` without a prior. Restarts are chosen by it.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> X = jax.numpy.asarray(jaxgmm.load_faithful(), "float32")
+    >>> result = jaxgmm.em_loop(jaxgmm.initialize(jax.random.key(0), X, 2), X, max_iter=50, tol=1e-6)
+    >>> int(result.n_iter) <= 50, result.history.shape
+    (True, (50,))
     """
 
     params: GMMParams

@@ -55,6 +55,15 @@ class FitResult(NamedTuple):
         Every restart, each leaf with a leading ``(n_init,)`` axis.
     best_index : array, shape (), int
         Which restart is the best.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> result = jaxgmm.fit(jax.random.key(0), jaxgmm.load_faithful(), 2, n_init=3)
+    >>> result.restarts.log_likelihood.shape               # every restart's
+    (3,)
+    >>> bool(result.log_likelihood == result.restarts.log_likelihood.max())
+    True
     """
 
     params: GMMParams
@@ -86,6 +95,12 @@ def default_batch_size(n_fits: int) -> int:
     measured on this project's 2-core machine (``BENCHMARKS.md``), a
     sequential ``lax.map`` is 3-4× faster than one ``vmap`` for 32 restarts
     and for 1,000 small data sets. Results are the same either way.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> jaxgmm.default_batch_size(32) == (1 if jax.default_backend() == "cpu" else 32)
+    True
     """
     return n_fits if jax.default_backend() != "cpu" else 1
 
@@ -355,6 +370,13 @@ def pad_datasets(datasets: Sequence) -> tuple[np.ndarray, np.ndarray]:
         Zero rows appended to each data set.
     sample_weight : ndarray, shape (B, max N_i)
         1 for real rows, 0 for padding.
+
+    Examples
+    --------
+    >>> import numpy as np, jaxgmm
+    >>> X, w = jaxgmm.pad_datasets([np.zeros((3, 2)), np.ones((5, 2))])
+    >>> X.shape, w.tolist()
+    ((2, 5, 2), [[1.0, 1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
     """
     arrays = [check_array(x, name=f"datasets[{i}]") for i, x in enumerate(datasets)]
     if not arrays:

@@ -65,6 +65,14 @@ def kmeans_plusplus(key: jax.Array, X: jax.Array, n_clusters: int, sample_weight
     The first centre is a row drawn in proportion to its weight, each next one
     in proportion to weight × squared distance to the nearest chosen centre.
     With ``n_active``, centres from ``n_active`` on repeat the first (unused).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.array([[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]])
+    >>> centers = jaxgmm.kmeans_plusplus(jax.random.key(0), X, 2)
+    >>> centers.shape, all(bool((X == c).all(axis=1).any()) for c in centers)   # rows of X
+    ((2, 2), True)
     """
     w = _weights_or_ones(X, sample_weight)
     n_active = n_clusters if n_active is None else n_active
@@ -98,6 +106,14 @@ def kmeans(
     ``tol`` times the mean feature variance (scikit-learn's tolerance rule) or
     after ``max_iter`` iterations. With ``n_active``, only the first
     ``n_active`` centres take rows.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.array([[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]])
+    >>> centers, labels = jaxgmm.kmeans(jax.random.key(0), X, 2)
+    >>> sorted(centers.tolist()), bool(labels[0] == labels[1] != labels[2] == labels[3])
+    ([[0.0, 0.5], [10.0, 10.5]], True)
     """
     w = _weights_or_ones(X, sample_weight)
     centers = kmeans_plusplus(key, X, n_clusters, w, n_active)
@@ -186,7 +202,16 @@ def _active(n_components: int, n_active) -> jax.Array:
 def initial_responsibilities(
     key: jax.Array, X: jax.Array, n_components: int, method: str = "kmeans", sample_weight=None, n_active=None
 ) -> jax.Array:
-    """Initial responsibilities ``(N, K)`` for one of :data:`INIT_METHODS` (columns from ``n_active`` on are 0)."""
+    """Initial responsibilities ``(N, K)`` for one of :data:`INIT_METHODS` (columns from ``n_active`` on are 0).
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> X = jax.numpy.asarray(jaxgmm.load_faithful(), "float32")
+    >>> resp = jaxgmm.initial_responsibilities(jax.random.key(0), X, 2, method="random")
+    >>> resp.shape, bool(jax.numpy.allclose(resp.sum(axis=1), 1.0))
+    ((272, 2), True)
+    """
     w = _weights_or_ones(X, sample_weight)
     active = _active(n_components, n_active)
     if method == "kmeans":
@@ -276,6 +301,14 @@ def initialize(
     rows with each missing value set to its column's mean, and the starting
     parameters come from the rows with each missing value set to the mean
     of its components' observed values (weighted by the responsibilities).
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> X = jax.numpy.asarray(jaxgmm.load_faithful(), "float32")
+    >>> params = jaxgmm.initialize(jax.random.key(0), X, 2, covariance_type="diag")
+    >>> params.means.shape, params.covariances.shape
+    ((2, 2), (2, 2))
     """
     if isinstance(X, IncompleteData):
         X, sample_weight, fill = _filled_rows(X)

@@ -29,6 +29,16 @@ class SuffStats:
       spherical (trace). Every covariance model's M-step is a function of
       these (mclust's models included).
     * ``centers``  ``(K, D)``  the ``c_k``; statistics with the same centres add.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import stats_from_responsibilities
+    >>> X = jnp.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0]])
+    >>> resp = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    >>> stats = stats_from_responsibilities(X, resp, jnp.zeros((2, 2)), "diag")
+    >>> stats.counts.tolist()
+    [2.0, 2.0]
     """
 
     counts: jax.Array
@@ -54,6 +64,18 @@ def stats_from_responsibilities(
     """Sufficient statistics of rows ``X (N, D)`` with weighted responsibilities ``(N, K)``.
 
     ``weighted_resp[n, k] = w_n r_nk``; ``centers (K, D)`` are the ``c_k``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import m_step, stats_from_responsibilities
+    >>> X = jnp.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0]])
+    >>> resp = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])   # hard labels, weight 1
+    >>> stats = stats_from_responsibilities(X, resp, X[jnp.array([0, 2])], "diag")  # moments about a row of each
+    >>> params = m_step(stats, reg_covar=0.0)
+    >>> import numpy as np
+    >>> np.round(np.asarray(params.means, float), 3).tolist(), np.round(np.asarray(params.covariances, float), 3).tolist()
+    ([[1.0, 0.0], [11.0, 10.0]], [[1.0, 0.0], [1.0, 0.0]])
     """
     diff = X[:, None, :] - centers[None, :, :]
     return stats_from_diff(diff, weighted_resp, centers, covariance_type)

@@ -153,6 +153,15 @@ class GradientResult(NamedTuple):
         Mean log-likelihood of the parameters *before* each step (entry 0 is
         the initial parameters'), as EM's history; with mini-batches, the
         value on that step's batch.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, optax, jaxgmm
+    >>> p = jaxgmm.GMMParams(jnp.array([0.5, 0.5]), jnp.array([[-1.0], [1.0]]), jnp.ones(2), "spherical")
+    >>> X = jnp.array([[-2.0], [-1.5], [1.0], [2.5]])
+    >>> result = jaxgmm.fit_gradient(p, X, optimizer=optax.adam(0.1), num_steps=20)
+    >>> result.history.shape, bool(result.log_likelihood > result.history[0])
+    ((20,), True)
     """
 
     params: GMMParams

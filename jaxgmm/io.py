@@ -48,7 +48,19 @@ _INFO_ARRAYS = ("feature_names", "center", "scale")
 
 
 class SavedModel(NamedTuple):
-    """What :func:`~jaxgmm.io.read_model` returns: the model and what was saved with it (``None`` if not)."""
+    """What :func:`~jaxgmm.io.read_model` returns: the model and what was saved with it (``None`` if not).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, os, tempfile, jaxgmm
+    >>> from jaxgmm.io import read_model
+    >>> p = jaxgmm.GMMParams(jnp.array([0.5, 0.5]), jnp.zeros((2, 2)), jnp.ones(2), "spherical")
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> jaxgmm.save(path, p, center=[1.0, 2.0], scale=[3.0, 4.0])
+    >>> model, names, center, scale = read_model(path)
+    >>> type(model).__name__, center.tolist(), scale.tolist()
+    ('GMMParams', [1.0, 2.0], [3.0, 4.0])
+    """
 
     model: object
     feature_names: tuple | None
@@ -270,6 +282,16 @@ def load(path):
     ValueError
         If the file is not a valid jaxgmm model (truncated, corrupted,
         holding pickled objects, or of another format version).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, os, tempfile, jaxgmm
+    >>> p = jaxgmm.GMMParams(jnp.array([0.5, 0.5]), jnp.zeros((2, 3)), jnp.ones(2), "spherical")
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> jaxgmm.save(path, p)
+    >>> q = jaxgmm.load(path)
+    >>> q.covariance_type, bool((q.covariances == p.covariances).all())
+    ('spherical', True)
     """
     return read_model(path).model
 
@@ -278,6 +300,17 @@ def read_model(path) -> SavedModel:
     """Read a model written by :func:`~jaxgmm.save`, with its feature names and standardisation.
 
     Raises as :func:`~jaxgmm.load`.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, os, tempfile, jaxgmm
+    >>> from jaxgmm.io import read_model
+    >>> p = jaxgmm.GMMParams(jnp.array([0.5, 0.5]), jnp.zeros((2, 2)), jnp.ones(2), "spherical")
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> jaxgmm.save(path, p, feature_names=["eruptions", "waiting"])
+    >>> saved = read_model(path)
+    >>> saved.feature_names, saved.center is None
+    (('eruptions', 'waiting'), True)
     """
     members = _read_members(path)
     header = _read_header(path, members)

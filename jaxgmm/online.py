@@ -51,6 +51,15 @@ class OnlineState(NamedTuple):
         centred at ``params.means``.
     step : array, shape (), int
         ``t``, the mini-batches seen so far.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.asarray(jaxgmm.load_faithful(), "float32")
+    >>> state = jaxgmm.online_init(jaxgmm.initialize(jax.random.key(0), X[:50], 2))
+    >>> state, ll = jaxgmm.online_update(state, X[:50])
+    >>> int(state.step), state.params.means.shape
+    (1, (2, 2))
     """
 
     params: GMMParams
@@ -86,7 +95,16 @@ def stats_from_params(params: GMMParams) -> SuffStats:
 
 
 def online_init(params: GMMParams) -> OnlineState:
-    """Start stepwise EM from ``params`` (its statistics; they are forgotten at rate ``γ_t``)."""
+    """Start stepwise EM from ``params`` (its statistics; they are forgotten at rate ``γ_t``).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.asarray(jaxgmm.load_faithful(), "float32")
+    >>> state = jaxgmm.online_init(jaxgmm.initialize(jax.random.key(0), X[:50], 2))
+    >>> int(state.step), state.stats.counts.shape
+    (0, (2,))
+    """
     return OnlineState(params, stats_from_params(params), jnp.asarray(0, jnp.int32))
 
 
@@ -151,6 +169,13 @@ class OnlineResult(NamedTuple):
         score; the first batch is also the initialiser's data).
     n_samples : int
         Rows consumed.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> result = jaxgmm.fit_online(jax.random.key(0), jaxgmm.load_faithful(), 2, batch_size=50)
+    >>> int(result.state.step), result.params.means.shape
+    (6, (2, 2))
     """
 
     params: GMMParams
@@ -209,6 +234,14 @@ def fit_online(
     Returns
     -------
     OnlineResult
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> result = jaxgmm.fit_online(jax.random.key(0), X, 2, batch_size=50)
+    >>> result.n_samples, result.history.shape                 # 272 rows in 6 mini-batches
+    (272, (6,))
     """
     key = _check_key(key)
     n_components, _, _, _, reg_covar = _check_options(

@@ -32,13 +32,33 @@ def bic(params: GMMParams, X: jax.Array) -> jax.Array:
 
     ``X (N, D)``; ``p`` is :func:`jaxgmm.n_parameters`. Same definition as
     scikit-learn's ``GaussianMixture.bic`` (and minus mclust's BIC).
+
+    Examples
+    --------
+    >>> import jax, numpy as np, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> params = jaxgmm.fit(jax.random.key(0), X, 2).params
+    >>> n, p = len(X), jaxgmm.n_parameters("full", 2, 2)          # 272 rows, 11 parameters
+    >>> ll = float(jaxgmm.score(params, X)) * n                   # the summed log-likelihood
+    >>> bool(np.isclose(float(jaxgmm.bic(params, X)), -2 * ll + p * np.log(n), rtol=1e-5))
+    True
     """
     n_samples = X.shape[0]
     return -2 * score(params, X) * n_samples + n_parameters(params) * math.log(n_samples)
 
 
 def aic(params: GMMParams, X: jax.Array) -> jax.Array:
-    """Akaike information criterion, ``-2 log L + 2p`` (lower is better); ``X (N, D)``."""
+    """Akaike information criterion, ``-2 log L + 2p`` (lower is better); ``X (N, D)``.
+
+    Examples
+    --------
+    >>> import jax, numpy as np, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> params = jaxgmm.fit(jax.random.key(0), X, 2).params
+    >>> ll = float(jaxgmm.score(params, X)) * len(X)
+    >>> bool(np.isclose(float(jaxgmm.aic(params, X)), -2 * ll + 2 * jaxgmm.n_parameters("full", 2, 2), rtol=1e-5))
+    True
+    """
     return -2 * score(params, X) * X.shape[0] + 2 * n_parameters(params)
 
 
@@ -83,6 +103,14 @@ class SelectionCell(NamedTuple):
     of rows (the sum of the weights where ``sample_weight`` was given). A
     failed cell (its fit raised, or every restart became non-finite) has NaN
     numbers and the reason in ``failed``; it never wins.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> sel = jaxgmm.select(jax.random.key(0), jaxgmm.load_faithful(), [1, 2, 3], ["EEE", "VVV"], n_init=2)
+    >>> cell = sel.best
+    >>> cell.failed is None, bool(cell.bic <= cell.icl)        # ICL adds the entropy penalty to BIC
+    (True, True)
     """
 
     covariance_type: str
@@ -112,6 +140,15 @@ class Selection(NamedTuple):
         (``None`` for a failed or skipped cell).
     criterion : str
         ``"bic"``, ``"icl"`` or ``"aic"``.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> sel = jaxgmm.select(jax.random.key(0), jaxgmm.load_faithful(), [1, 2, 3], ["EEE", "VVV"], n_init=2)
+    >>> sel.criterion, sel.best.bic == min(cell.bic for cell in sel.table if cell.failed is None)
+    ('bic', True)
+    >>> sel.fits[("VVV", 2)].params.means.shape              # every cell's fit
+    (2, 2)
     """
 
     best: SelectionCell
@@ -418,6 +455,18 @@ class ManySelection(NamedTuple):
     best_n_components : ndarray of int, shape (B,)
     best_params : list of GMMParams
         Each data set's chosen parameters, with its own ``K``.
+
+    Examples
+    --------
+    >>> import jax, numpy as np, jaxgmm
+    >>> rng = np.random.default_rng(0)
+    >>> one, two = rng.normal(size=(200, 2)), np.concatenate([rng.normal(size=(100, 2)), rng.normal(size=(100, 2)) + 8])
+    >>> X, w = jaxgmm.pad_datasets([one, two])
+    >>> many = jaxgmm.select_many(jax.random.key(0), X, [1, 2, 3], ["VII", "VVV"], sample_weight=w, n_init=2)
+    >>> many.best_covariance_type, many.best_n_components.tolist()
+    (['VII', 'VII'], [1, 2])
+    >>> many.selection(1).best.n_components                  # data set 1's grid, as select gives it
+    2
     """
 
     covariance_types: list

@@ -317,6 +317,16 @@ class StreamProgress(NamedTuple):
         Wall time of this pass.
     n_samples : int
         Rows per pass.
+
+    Examples
+    --------
+    >>> import jax, numpy as np, jaxgmm
+    >>> X = np.random.default_rng(0).normal(size=(1000, 2)).astype("float32")
+    >>> blocks = lambda: (X[i : i + 300] for i in range(0, 1000, 300))
+    >>> passes = []
+    >>> result = jaxgmm.fit_stream(jax.random.key(0), blocks, 2, block_size=256, callback=passes.append)
+    >>> passes[0].iteration, passes[0].n_samples, passes[0].log_likelihood.shape
+    (1, 1000, (1,))
     """
 
     iteration: int
@@ -501,6 +511,16 @@ def stream_e_step(
     already-open source); ``batched=True`` means ``params`` carries a
     leading restart axis. Input is validated block by block as it is read;
     ``missing="marginalize"`` treats NaN as missing values (see :func:`fit_stream`).
+
+    Examples
+    --------
+    >>> import jax, numpy as np, jaxgmm
+    >>> X = np.random.default_rng(0).normal(size=(1000, 2)).astype("float32")
+    >>> params = jaxgmm.initialize(jax.random.key(0), X, 2)
+    >>> stats, ll_sum = jaxgmm.stream_e_step(params, lambda: (X[i : i + 300] for i in range(0, 1000, 300)))
+    >>> whole, ll_whole = jaxgmm.e_step(params, X)               # the same as all rows at once
+    >>> bool(np.allclose(stats.counts, whole.counts, rtol=1e-4)), bool(np.isclose(ll_sum, ll_whole, rtol=1e-4))
+    (True, True)
     """
     src = source if isinstance(source, _Source) else _Source(source, sample_weight, missing=missing)
     n_features = params.means.shape[-1]

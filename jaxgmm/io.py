@@ -52,14 +52,17 @@ class SavedModel(NamedTuple):
 
     Examples
     --------
-    >>> import jax.numpy as jnp, os, tempfile, jaxgmm
-    >>> from jaxgmm.io import read_model
-    >>> p = jaxgmm.GMMParams(jnp.array([0.5, 0.5]), jnp.zeros((2, 2)), jnp.ones(2), "spherical")
-    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
-    >>> jaxgmm.save(path, p, center=[1.0, 2.0], scale=[3.0, 4.0])
-    >>> model, names, center, scale = read_model(path)
-    >>> type(model).__name__, center.tolist(), scale.tolist()
-    ('GMMParams', [1.0, 2.0], [3.0, 4.0])
+    A model fitted to standardised data, saved with its standardisation (as ``jaxgmm fit --standardize``
+    does):
+
+    >>> import jax, numpy as np, os, tempfile, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> params = jaxgmm.initialize(jax.random.key(0), (X - X.mean(0)) / X.std(0), 2)
+    >>> folder = tempfile.mkdtemp()
+    >>> jaxgmm.save(os.path.join(folder, "standardized.npz"), params, center=X.mean(0), scale=X.std(0))
+    >>> model, names, center, scale = jaxgmm.io.read_model(os.path.join(folder, "standardized.npz"))
+    >>> type(model).__name__, names, bool(np.allclose(scale, X.std(0)))
+    ('GMMParams', None, True)
     """
 
     model: object

@@ -80,6 +80,17 @@ def sharded_e_step(
     (SuffStats, array ())
         The statistics and weighted log-likelihood sum of all rows, the same
         on every device.
+
+    Examples
+    --------
+    >>> import jax, numpy as np, jaxgmm
+    >>> from jaxgmm.distributed import data_mesh, shard_rows, sharded_e_step
+    >>> X = np.asarray(jaxgmm.load_faithful(), "float32")
+    >>> params = jaxgmm.initialize(jax.random.key(0), X, 2)
+    >>> mesh = data_mesh(jax.devices()[:1])
+    >>> stats, ll_sum = sharded_e_step(params, *shard_rows(X, np.ones(len(X), "float32"), mesh), mesh=mesh)
+    >>> bool(np.isclose(ll_sum, jaxgmm.e_step(params, X)[1], rtol=1e-5))   # as on one device
+    True
     """
 
     def local(params, x, w):
@@ -134,6 +145,15 @@ def shard_rows(X, sample_weight, mesh: Mesh) -> tuple[jax.Array, jax.Array]:
     weights ``(n_p,)`` (numpy). Each share is padded with weight-0 rows to
     ``ceil(max_p n_p / L) · L`` rows, ``L`` the process's data shards, so the
     global array holds the processes' rows in process order.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from jaxgmm.distributed import data_mesh, shard_rows
+    >>> mesh = data_mesh(jax.devices()[:1])
+    >>> X, w = shard_rows(np.zeros((5, 2)), np.ones(5), mesh)
+    >>> X.shape, w.shape
+    ((5, 2), (5,))
     """
     n_processes = jax.process_count()
     data_size = mesh.shape[DATA_AXIS]
@@ -156,7 +176,17 @@ def shard_rows(X, sample_weight, mesh: Mesh) -> tuple[jax.Array, jax.Array]:
 def shard_incomplete_rows(X: np.ndarray, sample_weight: np.ndarray, mesh: Mesh, covariance_type: str) -> IncompleteData:
     """Rows with missing values (NaN) sharded over ``"data"``: every device's rows laid out with the same
     buckets (:func:`jaxgmm.incomplete.layout_many` over the shards), each leaf's shares concatenated
-    along the rows and sharded. One process only."""
+    along the rows and sharded. One process only.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from jaxgmm.distributed import data_mesh, shard_incomplete_rows
+    >>> X = np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, np.nan], [0.5, 0.5]])
+    >>> data = shard_incomplete_rows(X, np.ones(4), data_mesh(jax.devices()[:1]), "full")
+    >>> data.n_rows, data.n_features
+    (4, 2)
+    """
     if jax.process_count() > 1:
         raise ValueError("missing='marginalize' is supported on one process only in fit_sharded.")
     n_shards = mesh.shape[DATA_AXIS]

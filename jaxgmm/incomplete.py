@@ -114,6 +114,17 @@ class IncompleteData:
         Rows of the caller's data (static): per-row outputs are returned in its order.
     n_features : int
         ``D`` (static).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from jaxgmm.incomplete import layout
+    >>> X = np.array([[1.0, 2.0], [np.nan, 1.0], [3.0, np.nan], [0.5, 0.5]])
+    >>> data = layout(X)
+    >>> data.n_rows, data.n_features
+    (4, 2)
+    >>> [(bucket.kind, len(bucket.index)) for bucket in data.buckets]   # complete rows; rows missing one value
+    [('complete', 2), ('rows', 2)]
     """
 
     buckets: tuple

@@ -20,12 +20,31 @@ def _require_matplotlib():
 
 
 def full_covariances(params: GMMParams) -> np.ndarray:
-    """Covariances as ``(K, D, D)`` matrices whatever the covariance model."""
+    """Covariances as ``(K, D, D)`` matrices whatever the covariance model.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from jaxgmm import GMMParams
+    >>> p = GMMParams(jnp.array([0.5, 0.5]), jnp.zeros((2, 2)), jnp.array([1.0, 4.0]), "spherical")
+    >>> full_covariances(p).tolist()                            # λ_k I as matrices
+    [[[1.0, 0.0], [0.0, 1.0]], [[4.0, 0.0], [0.0, 4.0]]]
+    """
     return np.asarray(params.covariance_matrices)
 
 
 def draw_ellipses(ax, means: np.ndarray, covariances: np.ndarray, colors, n_std=(1, 2)) -> None:
-    """Draw the ``n_std``-σ ellipses of 2-D Gaussians ``means (K, 2)``, ``covariances (K, 2, 2)``."""
+    """Draw the ``n_std``-σ ellipses of 2-D Gaussians ``means (K, 2)``, ``covariances (K, 2, 2)``.
+
+    Examples
+    --------
+    >>> import numpy as np, matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> draw_ellipses(ax, np.zeros((1, 2)), np.eye(2)[None], ["C0"], n_std=(1, 2, 3))
+    >>> len(ax.patches)                                         # one ellipse per σ
+    3
+    >>> plt.close(fig)
+    """
     from matplotlib.patches import Ellipse
 
     for mean, cov, color in zip(means, covariances, colors):
@@ -82,6 +101,14 @@ def principal_axes(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(center (D,), axes (D, 2), explained (2,))``: the data's first two principal components.
 
     ``explained`` is the fraction of the total variance along each axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 0.0], [2.0, 0.1], [4.0, -0.1], [6.0, 0.0]])   # spread along the first feature
+    >>> center, axes, explained = principal_axes(X)
+    >>> center.tolist(), axes.shape, bool(explained[0] > 0.99)
+    ([3.0, 0.0], (2, 2), True)
     """
     X = np.asarray(X, dtype=np.float64)
     center = X.mean(axis=0)
@@ -112,6 +139,17 @@ def plot_fit(X, labels, params: GMMParams, history=None, feature_names=None, tit
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import jax, matplotlib.pyplot as plt, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> result = jaxgmm.fit(jax.random.key(0), X, 2)
+    >>> fig = plot_fit(X, jaxgmm.predict(result.params, X), result.params, result.history,
+    ...                feature_names=jaxgmm.FAITHFUL_COLUMNS)
+    >>> len(fig.axes), fig.axes[0].get_xlabel()                 # the data, and the log-likelihood trace
+    (2, 'eruptions')
+    >>> plt.close(fig)
     """
     plt = _require_matplotlib()
     X = np.asarray(X, dtype=np.float64)
@@ -160,6 +198,14 @@ def plot_bic(ks, bics, title=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> fig = plot_bic([1, 2, 3], {"full": [900.0, 850.0, 870.0], "diag": [950.0, 880.0, 875.0]})
+    >>> [text.get_text() for text in fig.axes[0].get_legend().get_texts()]   # a line per type, the best
+    ['full', 'diag', 'best: K = 2, full']
+    >>> plt.close(fig)
     """
     plt = _require_matplotlib()
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -198,6 +244,15 @@ def plot_criterion(selection, criterion=None, *, title=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import jax, matplotlib.pyplot as plt, jaxgmm
+    >>> sel = jaxgmm.select(jax.random.key(0), jaxgmm.load_faithful(), [1, 2, 3], ["EEE", "VVV"], n_init=2)
+    >>> fig = plot_criterion(sel, "icl")
+    >>> fig.axes[0].get_ylabel()
+    'ICL (lower is better)'
+    >>> plt.close(fig)
     """
     plt = _require_matplotlib()
     criterion = criterion or selection.criterion
@@ -242,6 +297,15 @@ def plot_classification(X, params: GMMParams, *, feature_names=None, title=None)
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import jax, matplotlib.pyplot as plt, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> fig = plot_classification(X, jaxgmm.fit(jax.random.key(0), X, 2).params, feature_names=jaxgmm.FAITHFUL_COLUMNS)
+    >>> fig.axes[0].get_xlabel(), fig.axes[0].get_ylabel()
+    ('eruptions', 'waiting')
+    >>> plt.close(fig)
     """
     import jax.numpy as jnp
 
@@ -270,6 +334,15 @@ def plot_uncertainty(X, params: GMMParams, *, feature_names=None, title=None):
     Returns
     -------
     matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import jax, matplotlib.pyplot as plt, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> fig = plot_uncertainty(X, jaxgmm.fit(jax.random.key(0), X, 2).params)
+    >>> len(fig.axes)
+    1
+    >>> plt.close(fig)
     """
     import jax.numpy as jnp
 

@@ -35,6 +35,13 @@ class Storage:
 
     ``kind`` is one of ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``.
     Methods take and return JAX arrays (jit/vmap-safe) unless they say numpy.
+
+    Examples
+    --------
+    >>> from jaxgmm.models import get_model
+    >>> tied = get_model("EEE").storage                        # one (D, D) matrix for every component
+    >>> tied.kind, tied.is_matrix
+    ('tied', True)
     """
 
     kind: str

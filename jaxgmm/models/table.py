@@ -69,6 +69,15 @@ class CovarianceModel:
     prior_rule : PriorRule or None
         How a conjugate prior enters the M-step (mclust's ``priorControl()``,
         :mod:`jaxgmm.models.priors`); ``None`` where mclust has no prior (VEE, EVE, VVE, EVV).
+
+    Examples
+    --------
+    >>> from jaxgmm.models import get_model
+    >>> full = get_model("full")                               # scikit-learn's name for VVV
+    >>> full.letters, full.storage.kind, full.iterative
+    ('VVV', 'full', False)
+    >>> get_model("VEV").iterative                             # its M-step runs an inner loop
+    True
     """
 
     name: str

@@ -51,7 +51,7 @@ def _incomplete(params: GMMParams, X, missing: str):
 
 
 def weighted_log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
-    """Per-sample, per-component weighted log-densities ``log α_k + log N(x_n | μ_k, Σ_k)``.
+    r"""Per-sample, per-component weighted log-densities ``log α_k + log N(x_n | μ_k, Σ_k)``.
 
     Parameters
     ----------
@@ -65,6 +65,22 @@ def weighted_log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -
     Returns
     -------
     array, shape (N, K)
+
+    See Also
+    --------
+    log_prob : their log-sum-exp over components.
+    predict_proba : the responsibilities, normalised across components.
+
+    Notes
+    -----
+    .. math::
+
+       \log \alpha_k + \log \mathcal{N}(x_n \mid \mu_k, \Sigma_k)
+       = \log \alpha_k - \tfrac{1}{2}\bigl(D \log 2\pi + \log\lvert\Sigma_k\rvert
+       + (x_n - \mu_k)^\top \Sigma_k^{-1} (x_n - \mu_k)\bigr)
+
+    computed from the precision's Cholesky factor, never from
+    :math:`\Sigma_k^{-1}` itself.
 
     Examples
     --------
@@ -84,7 +100,7 @@ def weighted_log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -
 
 
 def log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Array:
-    """Per-sample log-density ``log p(x_n) = logsumexp_k (log α_k + log N(x_n | μ_k, Σ_k))``.
+    r"""Per-sample log-density ``log p(x_n) = logsumexp_k (log α_k + log N(x_n | μ_k, Σ_k))``.
 
     Parameters
     ----------
@@ -97,6 +113,19 @@ def log_prob(params: GMMParams, X: jax.Array, missing: str = "raise") -> jax.Arr
     Returns
     -------
     array, shape (N,)
+
+    See Also
+    --------
+    weighted_log_prob : the per-component terms.
+    score : their (weighted) mean.
+
+    Notes
+    -----
+    .. math::
+
+       \log p(x_n) = \log \sum_{k=1}^K \alpha_k\, \mathcal{N}(x_n \mid \mu_k, \Sigma_k),
+
+    evaluated with ``logsumexp`` so that no density underflows.
 
     Examples
     --------

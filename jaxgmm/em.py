@@ -40,7 +40,7 @@ def e_step(
     fast: bool = False,
     missing: str = "raise",
 ) -> tuple[SuffStats, jax.Array]:
-    """E-step: responsibilities reduced to sufficient statistics.
+    r"""E-step: responsibilities reduced to sufficient statistics.
 
     Parameters
     ----------
@@ -85,6 +85,27 @@ def e_step(
         ``x_n,o`` with missing ones); divide by ``stats.counts.sum()`` for
         the mean.
 
+    See Also
+    --------
+    m_step : the update these statistics feed.
+    em_loop : both steps until convergence.
+    jaxgmm.stream_e_step : the same over data read block by block.
+
+    Notes
+    -----
+    With responsibilities
+    :math:`r_{nk} = \alpha_k \mathcal{N}(x_n \mid \mu_k, \Sigma_k) / \sum_j \alpha_j \mathcal{N}(x_n \mid \mu_j, \Sigma_j)`
+    and weights :math:`w_n`, the statistics are
+
+    .. math::
+
+       N_k = \sum_n w_n r_{nk}, \qquad
+       S_k = \sum_n w_n r_{nk} (x_n - c_k), \qquad
+       W_k = \sum_n w_n r_{nk} (x_n - c_k)(x_n - c_k)^\top
+
+    about centres :math:`c_k` near the means (so nothing cancels in float32), and
+    they add up over any split of the rows.
+
     Examples
     --------
     >>> import jax, jaxgmm
@@ -115,7 +136,7 @@ def m_step(
     active: jax.Array | None = None,
     prior: ConjugatePrior | None = None,
 ) -> GMMParams:
-    """M-step: the parameters that maximise the expected complete-data log-likelihood (or log-posterior).
+    r"""M-step: the parameters that maximise the expected complete-data log-likelihood (or log-posterior).
 
     Parameters
     ----------
@@ -161,6 +182,26 @@ def m_step(
         scikit-learn, ``N_k`` gets ``10·eps`` so an empty component keeps
         finite parameters (its mean stays at its centre, its covariance is
         ``reg_covar·I`` for the unconstrained models) instead of producing NaN.
+
+    See Also
+    --------
+    e_step : the statistics.
+    jaxgmm.models.get_model : each covariance model's update.
+
+    Notes
+    -----
+    For ``full`` (mclust's VVV), with :math:`N = \sum_k N_k` and
+    :math:`\bar x_k` the weighted mean of component :math:`k`:
+
+    .. math::
+
+       \alpha_k = \frac{N_k}{N}, \qquad
+       \mu_k = \bar x_k, \qquad
+       \Sigma_k = \frac{1}{N_k} \sum_n w_n r_{nk} (x_n - \mu_k)(x_n - \mu_k)^\top
+       + \mathtt{reg\_covar}\, I .
+
+    The other models maximise the same expected complete-data log-likelihood
+    under their constraints on :math:`\Sigma_k = \lambda_k D_k A_k D_k^\top`.
 
     Examples
     --------
@@ -387,6 +428,11 @@ def em_loop(
     Returns
     -------
     EMResult
+
+    See Also
+    --------
+    jaxgmm.fit : restarts and validated input around this loop.
+    e_step, m_step : one iteration.
 
     Examples
     --------

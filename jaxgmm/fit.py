@@ -318,6 +318,13 @@ def fit(
         For invalid input (named in the message), or when every restart's
         log-likelihood became non-finite.
 
+    See Also
+    --------
+    fit_many : many data sets in one call.
+    jaxgmm.select : fits over covariance models and numbers of components.
+    jaxgmm.fit_stream : data larger than memory.
+    jaxgmm.sklearn.GaussianMixture : the same fit as a scikit-learn estimator.
+
     Examples
     --------
     >>> import jax
@@ -510,6 +517,12 @@ def fit_many(
     -------
     FitResult
         Every leaf with a leading ``(B,)`` axis.
+
+    See Also
+    --------
+    fit : one data set.
+    pad_datasets : data sets of different sizes as one array.
+    jaxgmm.select_many : model selection for each data set.
 
     Examples
     --------

@@ -68,7 +68,7 @@ def _zero_padding(X: jax.Array, sample_weight: jax.Array | None) -> jax.Array:
 
 
 def log_likelihood(params, X: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
-    """Mean per-sample log-likelihood ``ℓ(θ) = Σ_n w_n log p(x_n | θ) / Σ_n w_n``.
+    r"""Mean per-sample log-likelihood ``ℓ(θ) = Σ_n w_n log p(x_n | θ) / Σ_n w_n``.
 
     A pure function: ``jax.grad`` differentiates it in the constrained
     parameters, and through :func:`~jaxgmm.from_unconstrained` in the
@@ -87,6 +87,17 @@ def log_likelihood(params, X: jax.Array, sample_weight: jax.Array | None = None)
     array, shape ()
         Equals :func:`jaxgmm.score`; ``N ×`` this is the summed log-likelihood.
 
+    See Also
+    --------
+    q_function : EM's surrogate, which touches it to first order.
+    jaxgmm.fit_gradient : optax optimizers on it.
+
+    Notes
+    -----
+    .. math::
+
+       \ell(\theta) = \frac{\sum_n w_n \log \sum_k \alpha_k \mathcal{N}(x_n \mid \mu_k, \Sigma_k)}{\sum_n w_n}
+
     Examples
     --------
     >>> import jax, jax.numpy as jnp
@@ -103,7 +114,7 @@ def log_likelihood(params, X: jax.Array, sample_weight: jax.Array | None = None)
 
 
 def q_function(params_new, params_old, X: jax.Array, sample_weight: jax.Array | None = None) -> jax.Array:
-    """EM's expected complete-data log-likelihood ``Q(θ′ | θ)``, per sample.
+    r"""EM's expected complete-data log-likelihood ``Q(θ′ | θ)``, per sample.
 
     ``Q(θ′ | θ) = Σ_n w_n Σ_k r_nk(θ) [log α′_k + log N(x_n | μ′_k, Σ′_k)] / Σ_n w_n``
     with responsibilities ``r_nk(θ) = p(z_n = k | x_n, θ)``. The M-step
@@ -122,6 +133,19 @@ def q_function(params_new, params_old, X: jax.Array, sample_weight: jax.Array | 
     Returns
     -------
     array, shape ()
+
+    See Also
+    --------
+    log_likelihood : the objective whose gradient it shares at :math:`\theta' = \theta`.
+
+    Notes
+    -----
+    .. math::
+
+       Q(\theta' \mid \theta) = \frac{1}{\sum_n w_n} \sum_n w_n \sum_k r_{nk}(\theta)
+       \bigl(\log \alpha'_k + \log \mathcal{N}(x_n \mid \mu'_k, \Sigma'_k)\bigr),
+       \qquad
+       \nabla_{\theta'} Q(\theta' \mid \theta)\big|_{\theta' = \theta} = \nabla \ell(\theta).
 
     Examples
     --------

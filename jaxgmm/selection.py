@@ -28,10 +28,21 @@ CRITERIA = ("bic", "icl", "aic")
 
 
 def bic(params: GMMParams, X: jax.Array) -> jax.Array:
-    """Bayesian information criterion, ``-2 log L + p log N`` (lower is better).
+    r"""Bayesian information criterion, ``-2 log L + p log N`` (lower is better).
 
     ``X (N, D)``; ``p`` is :func:`jaxgmm.n_parameters`. Same definition as
     scikit-learn's ``GaussianMixture.bic`` (and minus mclust's BIC).
+
+    See Also
+    --------
+    aic, icl : the other criteria.
+    jaxgmm.select : the criterion over covariance models and numbers of components.
+
+    Notes
+    -----
+    .. math::
+
+       \mathrm{BIC} = -2 \log L + p \log N, \qquad \log L = \sum_n \log p(x_n)
 
     Examples
     --------
@@ -48,7 +59,17 @@ def bic(params: GMMParams, X: jax.Array) -> jax.Array:
 
 
 def aic(params: GMMParams, X: jax.Array) -> jax.Array:
-    """Akaike information criterion, ``-2 log L + 2p`` (lower is better); ``X (N, D)``.
+    r"""Akaike information criterion, ``-2 log L + 2p`` (lower is better); ``X (N, D)``.
+
+    See Also
+    --------
+    bic, icl : the other criteria.
+
+    Notes
+    -----
+    .. math::
+
+       \mathrm{AIC} = -2 \log L + 2p
 
     Examples
     --------
@@ -81,9 +102,23 @@ def _entropy_from(wlp: jax.Array, sample_weight=None) -> jax.Array:
 
 
 def icl(params: GMMParams, X: jax.Array) -> jax.Array:
-    """Integrated completed likelihood (lower is better): ``bic + 2 · classification_entropy``.
+    r"""Integrated completed likelihood (lower is better): ``bic + 2 · classification_entropy``.
 
     mclust's ``icl()`` with scikit-learn's sign; ``X (N, D)``.
+
+    See Also
+    --------
+    bic : without the entropy term.
+    jaxgmm.select : ``criterion="icl"`` over a grid of models.
+
+    Notes
+    -----
+    With :math:`\hat z_n` the most probable component of row :math:`n` and
+    :math:`\tau_{nk}` the responsibilities:
+
+    .. math::
+
+       \mathrm{ICL} = \mathrm{BIC} - 2 \sum_n \log \tau_{n \hat z_n}
 
     Examples
     --------

@@ -170,6 +170,9 @@ def test_site_has_every_page(site):
         assert (site / page).is_file(), page
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
     assert sorted(p.stem for p in (site / "_generated" / "notebooks").glob("*.html")) == notebooks
+    # a compiled entry point (a callable wrapping a function) is documented as its function
+    em_loop = (site / "api" / "generated" / "jaxgmm.em_loop.html").read_text()
+    assert 'id="jaxgmm.em_loop"' in em_loop and "max_iter" in em_loop and "Examples" in em_loop
     cli = (site / "guide" / "cli.html").read_text()
     for sub in ("fit", "predict", "impute", "select", "sample", "demo"):
         assert f"usage: jaxgmm {sub}" in cli  # each subcommand's --help, verbatim

@@ -48,6 +48,7 @@ nitpick_ignore_regex = [
 
 autosummary_generate = True
 autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented"  # no second, undocumented parameter list
 autodoc_member_order = "bysource"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True

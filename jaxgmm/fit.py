@@ -277,7 +277,9 @@ def fit(
     X : array-like, shape (N, D)
     n_components : int
         ``K``.
-    covariance_type : {"full", "tied", "diag", "spherical"}
+    covariance_type : str
+        scikit-learn's four (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``) or one of
+        mclust's 14 (:data:`~jaxgmm.COVARIANCE_MODELS`).
     n_init : int
         Restarts, compiled into one program; the best final log-likelihood
         wins.

@@ -276,7 +276,9 @@ def initialize(
     X : array, shape (N, D), or IncompleteData
     n_components : int
         ``K`` (static).
-    covariance_type : {"full", "tied", "diag", "spherical"}
+    covariance_type : str
+        scikit-learn's four (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``) or one of
+        mclust's 14 (:data:`~jaxgmm.COVARIANCE_MODELS`).
     method : {"kmeans", "k-means++", "random", "random_from_data"}
     reg_covar : float
     sample_weight : array, shape (N,), optional

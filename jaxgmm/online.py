@@ -218,7 +218,9 @@ def fit_online(
     batch_size : int
         Rows per mini-batch (the source's blocks are regrouped; the last
         mini-batch may be shorter).
-    covariance_type : {"full", "tied", "diag", "spherical"}
+    covariance_type : str
+        scikit-learn's four (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``) or one of
+        mclust's 14 (:data:`~jaxgmm.COVARIANCE_MODELS`).
     init : str or GMMParams
         An initialiser run on the first mini-batch, or initial parameters.
     kappa, t0 : float

@@ -306,7 +306,9 @@ class GaussianMixture(_FittedMixture):
     Parameters
     ----------
     n_components : int, default=1
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    covariance_type : str, default="full"
+        scikit-learn's four (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``) or one of
+        mclust's 14 (:data:`~jaxgmm.COVARIANCE_MODELS`).
     tol : float, default=1e-3
         Convergence threshold on the change of the mean log-likelihood.
     reg_covar : float, default=1e-6

@@ -55,9 +55,11 @@ class UnconstrainedParams:
     cov_coords : array
         Packed upper Cholesky factor of the precision with log diagonal,
         ``(K, D(D+1)/2)`` for ``full`` and ``(D(D+1)/2,)`` for ``tied``;
-        log-variances ``(K, D)`` for ``diag`` and ``(K,)`` for ``spherical``.
-    covariance_type : {"full", "tied", "diag", "spherical"}
-        Static structure.
+        log-variances ``(K, D)`` for ``diag`` and ``(K,)`` for ``spherical``;
+        mclust's models keep the eigen-decomposition coordinates of
+        :mod:`jaxgmm.models.eigen`.
+    covariance_type : str
+        scikit-learn's four or one of mclust's 14 (:data:`~jaxgmm.COVARIANCE_MODELS`). Static structure.
 
     Examples
     --------

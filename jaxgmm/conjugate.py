@@ -67,8 +67,10 @@ class ConjugatePrior:
         ``α`` of the symmetric Dirichlet on the weights; 1 adds nothing
         (mclust's default), larger values pull the weights towards ``1/K``.
 
+    Notes
+    -----
     The constructor does not validate (it must accept tracers); the drivers
-    check a prior against the data with :func:`check_prior`.
+    check a prior against the data with :func:`jaxgmm.conjugate.check_prior`.
 
     Examples
     --------
@@ -224,6 +226,15 @@ def log_prior(params, prior: ConjugatePrior, active: jax.Array | None = None) ->
     Returns
     -------
     array, shape ()
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> prior = jaxgmm.default_prior(X, 2)
+    >>> params = jaxgmm.fit(jax.random.key(0), X, 2, prior=prior).params
+    >>> bool(jnp.isfinite(jaxgmm.log_prior(params, prior)))
+    True
     """
     storage = params.model.storage
     dtype = params.means.dtype

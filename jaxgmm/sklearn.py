@@ -212,7 +212,7 @@ def _fit_restarts_overriding(keys, X, sample_weight, given, *, n_components, cov
     return _best_of(_map_fits(one_restart, keys, keys.shape[0], None))
 
 
-def print_verbose(estimator, result, n_runs, elapsed, previous):
+def _print_verbose(estimator, result, n_runs, elapsed, previous):
     """scikit-learn's verbose messages for ``estimator``, reconstructed from the restarts' histories (any result
     whose ``restarts`` have ``n_iter``, ``history`` and ``converged``)."""
     if not estimator.verbose or estimator.max_iter == 0:
@@ -507,7 +507,7 @@ class GaussianMixture(_FittedMixture):
             precisions_cholesky_=np.asarray(params.precisions_cholesky, out_dtype),
         )
         self._check_finite_fit(fitted, result, out_dtype, Xj.dtype)
-        print_verbose(self, result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
+        _print_verbose(self, result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
 
         for name, value in fitted.items():
             setattr(self, name, value)
@@ -890,7 +890,7 @@ class BayesianGaussianMixture(_FittedMixture):
         leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(result.posterior)]
         if not all(np.all(np.isfinite(leaf)) for leaf in leaves) or np.isnan(float(result.lower_bound)):
             raise ValueError(ILL_DEFINED_COVARIANCE + " (jaxgmm: the variational posterior became non-finite.)")
-        print_verbose(self, result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
+        _print_verbose(self, result, n_runs, elapsed, float(self.lower_bound_) if warm else -np.inf)
 
         self._set_posterior(result.posterior, out_dtype)
         n_iter = int(result.n_iter)

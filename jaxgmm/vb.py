@@ -23,7 +23,7 @@ tied, diagonal and spherical types (one Wishart-like factor with the data's
 from the same starting responsibilities every iterate equals scikit-learn's
 in float64. Lower bounds are scikit-learn's: the evidence lower bound
 without the terms that depend only on the prior and the data's size
-(:func:`lower_bound`; :func:`elbo` adds them back for full covariances).
+(:func:`jaxgmm.vb.lower_bound`; :func:`elbo` adds them back for full covariances).
 
 Precision: an exact match of scikit-learn's iterates needs float64
 (``jax_enable_x64``; tested to 1e-8, measured 1e-11). In float32, jaxgmm's
@@ -91,6 +91,13 @@ class VBPosterior:
         ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"`` (static).
     weight_prior : str
         ``"dirichlet_process"`` or ``"dirichlet_distribution"`` (static).
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> post = jaxgmm.fit_vb(jax.random.key(0), jaxgmm.load_faithful(), 4).posterior
+    >>> post.means.shape, post.weight_concentration.shape, round(float(post.weights.sum()), 5)
+    ((4, 2), (2, 4), 1.0)
     """
 
     weight_concentration: jax.Array
@@ -111,7 +118,7 @@ class VBPosterior:
 
     @property
     def precisions_cholesky(self) -> jax.Array:
-        """scikit-learn's ``precisions_cholesky_`` (of :attr:`covariances`)."""
+        """scikit-learn's ``precisions_cholesky_`` (of ``covariances``)."""
         return get_model(self.covariance_type).storage.precision_cholesky(self.covariances)
 
     @property
@@ -149,7 +156,7 @@ class VBPosterior:
 
     @property
     def params(self) -> GMMParams:
-        """The point estimate scikit-learn samples from: expected weights, ``m_k`` and :attr:`covariances`."""
+        """The point estimate scikit-learn samples from: expected weights, ``m_k`` and ``covariances``."""
         return GMMParams(self.weights, self.means, self.covariances, self.covariance_type)
 
     @property
@@ -183,6 +190,15 @@ def vb_e_step(posterior: VBPosterior, X: jax.Array, sample_weight: jax.Array | N
         The weighted statistics of the responsibilities (about ``posterior.means``).
     entropy : array, shape ()
         ``−Σ_n w_n Σ_k r_nk log r_nk``, the responsibilities' part of the lower bound.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.asarray(jaxgmm.load_faithful())
+    >>> prior = jaxgmm.bayesian_mixture_prior(X, 3)
+    >>> stats, entropy = jaxgmm.vb_e_step(jaxgmm.vb_initialize(jax.random.key(0), X, 3, prior), X)
+    >>> round(float(stats.counts.sum())), bool(entropy >= 0)     # soft counts sum to N; an entropy is ≥ 0
+    (272, True)
     """
     # The expectation is a Gaussian log-density with the covariances (ν_k W_k)⁻¹ plus per-component
     # constants: EM's E-step with those constants as (normalised) weights.
@@ -214,6 +230,16 @@ def vb_m_step(stats: SuffStats, prior: ConjugatePrior, *, reg_covar=1e-6,
     Returns
     -------
     VBPosterior
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.asarray(jaxgmm.load_faithful())
+    >>> prior = jaxgmm.bayesian_mixture_prior(X, 3)
+    >>> stats, _ = jaxgmm.vb_e_step(jaxgmm.vb_initialize(jax.random.key(0), X, 3, prior), X)
+    >>> post = jaxgmm.vb_m_step(stats, prior)
+    >>> post.degrees_of_freedom.shape, bool(jnp.allclose(post.degrees_of_freedom, prior.dof + stats.counts))
+    ((3,), True)
     """
     check_weight_prior(weight_prior)
     storage = get_model(stats.covariance_type).storage
@@ -267,7 +293,7 @@ def lower_bound(posterior: VBPosterior, entropy: jax.Array) -> jax.Array:
 def elbo(posterior: VBPosterior, entropy: jax.Array, prior: ConjugatePrior, total_weight) -> jax.Array:
     """The evidence lower bound itself, ``E_q[log p(X, Z, π, μ, Λ) − log q(Z, π, μ, Λ)]`` (full covariances).
 
-    :func:`lower_bound` plus what scikit-learn leaves out: the prior's
+    :func:`jaxgmm.vb.lower_bound` plus what scikit-learn leaves out: the prior's
     normalisers ``log C(γ)`` (or ``K log γ`` for the sticks), ``K log B(W₀, ν₀)``,
     ``(D K / 2) log β₀``, the Wishart's ``π`` terms and ``−(N D / 2) log 2π``.
     Valid where the posterior is the M-step's from the responsibilities of
@@ -275,6 +301,15 @@ def elbo(posterior: VBPosterior, entropy: jax.Array, prior: ConjugatePrior, tota
     Tested against a Monte Carlo estimate. Raises ``ValueError`` (while
     tracing) for the other covariance types, whose scikit-learn posteriors are
     not a variational family of this model.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.asarray(jaxgmm.load_faithful())
+    >>> prior = jaxgmm.bayesian_mixture_prior(X, 3)
+    >>> stats, entropy = jaxgmm.vb_e_step(jaxgmm.vb_initialize(jax.random.key(0), X, 3, prior), X)
+    >>> bool(jnp.isfinite(jaxgmm.elbo(jaxgmm.vb_m_step(stats, prior), entropy, prior, X.shape[0])))
+    True
     """
     if get_model(posterior.covariance_type).storage.kind != "full":
         raise ValueError("elbo is defined for covariance_type='full'; use lower_bound for the others.")
@@ -310,6 +345,15 @@ class VBResult(NamedTuple):
         ``history[t]``: the bound after iteration ``t``'s M-step, with the
         responsibilities of its E-step (scikit-learn's ``lower_bounds_``);
         NaN from ``n_iter`` on. Never decreases.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.asarray(jaxgmm.load_faithful())
+    >>> prior = jaxgmm.bayesian_mixture_prior(X, 3)
+    >>> result = jaxgmm.vb_loop(jaxgmm.vb_initialize(jax.random.key(0), X, 3, prior), X, prior, max_iter=5, tol=0.0)
+    >>> int(result.n_iter), result.history.shape, bool(result.lower_bound == result.history[4])
+    (5, (5,), True)
     """
 
     posterior: VBPosterior
@@ -400,6 +444,12 @@ def effective_n_components(weights, threshold: float = 0.01) -> jax.Array:
     Variational Bayes switches unneeded components off by giving them
     weights near zero (scikit-learn: "the number of effective components is
     therefore smaller than n_components"); this counts the others.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, jaxgmm
+    >>> int(jaxgmm.effective_n_components(jnp.array([0.6, 0.395, 0.005])))
+    2
     """
     return jnp.sum(jnp.asarray(weights) >= threshold, axis=-1)
 
@@ -421,7 +471,16 @@ def vb_initialize(
     sample_weight=None,
 ) -> VBPosterior:
     """The starting posterior: one :func:`vb_m_step` from the initialiser's responsibilities
-    (scikit-learn's ``_initialize``; ``method`` one of :data:`jaxgmm.INIT_METHODS`)."""
+    (scikit-learn's ``_initialize``; ``method`` one of :data:`jaxgmm.INIT_METHODS`).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, jaxgmm
+    >>> X = jnp.asarray(jaxgmm.load_faithful())
+    >>> start = jaxgmm.vb_initialize(jax.random.key(0), X, 3, jaxgmm.bayesian_mixture_prior(X, 3))
+    >>> start.means.shape, start.covariance_type, start.weight_prior
+    ((3, 2), 'full', 'dirichlet_process')
+    """
     from jaxgmm.init import initial_responsibilities, responsibility_stats
 
     resp = initial_responsibilities(key, X, n_components, method, sample_weight)
@@ -449,8 +508,18 @@ class VBFitResult(NamedTuple):
     restarts : VBResult
         Every restart, each leaf with a leading ``(n_init,)`` axis.
     best_index : array, shape (), int
+        The best restart's index.
 
+    Notes
+    -----
     From :func:`fit_vb_many`, every leaf has a further leading data-set axis.
+
+    Examples
+    --------
+    >>> import jax, jaxgmm
+    >>> result = jaxgmm.fit_vb(jax.random.key(0), jaxgmm.load_faithful(), 3, n_init=3)
+    >>> result.restarts.lower_bound.shape, bool(result.lower_bound == result.restarts.lower_bound.max())
+    ((3,), True)
     """
 
     posterior: VBPosterior
@@ -504,8 +573,10 @@ def bayesian_mixture_prior(
 ) -> ConjugatePrior:
     """scikit-learn's ``BayesianGaussianMixture`` prior as a :class:`ConjugatePrior`, its defaults from the data.
 
-    Parameters (scikit-learn's names without ``_prior``; ``None`` gives its default)
-    -------------------------------------------------------------------------------
+    The hyperparameters take scikit-learn's names without ``_prior``; ``None`` gives its default.
+
+    Parameters
+    ----------
     X : array-like, shape (N, D)
     n_components : int
     covariance_type : {"full", "tied", "diag", "spherical"}
@@ -528,6 +599,13 @@ def bayesian_mixture_prior(
     -------
     ConjugatePrior
         With the scale in the statistics' units (spherical: ``D`` times the covariance).
+
+    Examples
+    --------
+    >>> import jaxgmm
+    >>> prior = jaxgmm.bayesian_mixture_prior(jaxgmm.load_faithful(), 4)
+    >>> float(prior.weight_concentration), float(prior.shrinkage), float(prior.dof), prior.scale.shape
+    (0.25, 1.0, 2.0, (2, 2))
     """
     from jaxgmm.validation import check_array, check_n_components, check_sample_weight
 
@@ -689,6 +767,14 @@ def fit_vb_many(
     returns for its unpadded rows. ``prior``: one for every data set, or by
     default each data set's own :func:`bayesian_mixture_prior`. Every leaf of
     the result has a leading ``(B,)`` axis.
+
+    Examples
+    --------
+    >>> import jax, numpy as np, jaxgmm
+    >>> X = jaxgmm.load_faithful()
+    >>> result = jaxgmm.fit_vb_many(jax.random.key(0), np.stack([X, X[::-1]]), 3)
+    >>> result.lower_bound.shape, result.posterior.means.shape
+    ((2,), (2, 3, 2))
     """
     from jaxgmm.fit import _check_key, _prepare_datasets
     from jaxgmm.validation import check_positive_int

@@ -42,7 +42,7 @@ Where jaxgmm differs from mclust 6.0.0, on purpose:
   ``shrinkage = 0`` the two agree (tested).
 
 mclust gives no prior for VEE, EVE, VVE and EVV (their M-steps came later,
-in ``mclust2.f``); jaxgmm refuses them too (:attr:`CovarianceModel.prior_rule`
+in ``mclust2.f``); jaxgmm refuses them too (``CovarianceModel.prior_rule``
 is ``None``).
 """
 

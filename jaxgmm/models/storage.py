@@ -227,7 +227,7 @@ class Storage:
     def per_component_sum(self, weights: jax.Array, scatter: jax.Array) -> jax.Array:
         """``weights_k · scatter`` for each component ``(K,)``, reduced as this layout's ``scatters``
         are (summed over components for ``tied``): how a prior's scatter ``(D, D)``, ``(D,)`` or
-        scalar (in the units of :attr:`SuffStats.scatters`) joins the statistics."""
+        scalar (in the units of ``SuffStats.scatters``) joins the statistics."""
         if self.kind == "tied":
             return jnp.sum(weights) * scatter
         return weights.reshape((-1,) + (1,) * jnp.ndim(scatter)) * scatter

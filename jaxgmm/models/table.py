@@ -66,7 +66,7 @@ class CovarianceModel:
         The layout of the covariances (``full``, ``tied``, ``diag``, ``spherical``).
     iterative : bool
         Whether the M-step runs an inner loop (VEI, VEE, EVE, VVE, VEV).
-    prior_rule : PriorRule or None
+    prior_rule : jaxgmm.models.priors.PriorRule or None
         How a conjugate prior enters the M-step (mclust's ``priorControl()``,
         :mod:`jaxgmm.models.priors`); ``None`` where mclust has no prior (VEE, EVE, VVE, EVV).
 
@@ -173,8 +173,8 @@ class CovarianceModel:
         if problem is not None:
             raise ValueError(f"{name} do not have the structure of covariance_type={self.name!r}: {problem}")
 
-    def check_prior_supported(self) -> PriorRule:
-        """The model's :class:`PriorRule`, or ``ValueError`` where it takes no conjugate prior."""
+    def check_prior_supported(self) -> "jaxgmm.models.priors.PriorRule":
+        """The model's :class:`~jaxgmm.models.priors.PriorRule`, or ``ValueError`` where it takes no conjugate prior."""
         if self.prior_rule is None:
             supported = ", ".join(sorted(MAP_RULES))
             raise ValueError(

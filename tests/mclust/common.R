@@ -1,5 +1,6 @@
 # Shared by the mclust reference scripts (source()d by them): the repository root, a lossless JSON
-# writer, and the data sets with their starting responsibilities. Deterministic (set.seed; no clock).
+# writer, and the data sets with their starting responsibilities (reference_datasets()). Deterministic
+# (set.seed; no clock).
 # Needs only base R; the caller has loaded mclust.
 
 # ---- repository root: from the script's own path, else the working dir ----
@@ -78,9 +79,9 @@ to_json <- function(x, indent = 0) {
   if (length(x) == 1 && !asis) return(unname(vals))
   paste0("[", paste(vals, collapse = ", "), "]")
 }
-rows <- function(m) {  # matrix -> list of row vectors (arrays even if length 1)
+rows <- function(m, int = FALSE) {  # matrix -> list of row vectors (arrays even if length 1)
   m <- as.matrix(m)
-  lapply(seq_len(nrow(m)), function(i) I(as.numeric(m[i, ])))
+  lapply(seq_len(nrow(m)), function(i) I(if (int) as.integer(m[i, ]) else as.numeric(m[i, ])))
 }
 
 # ----------------------------------------------------------------- data sets
@@ -105,50 +106,54 @@ draw <- function(counts, means, sigmas) {
   list(X = round(X, 6), labels = rep(seq_along(counts), counts))
 }
 
-datasets <- list()
+# The reference data sets with their starting responsibilities: name -> {X, z, G, models}.
+reference_datasets <- function() {
+  datasets <- list()
 
-# faithful: 272 x 2, G = 3, z from cut() of waiting into 3 equal-width bins.
-local({
-  f <- read.csv(file.path(root, "jaxgmm", "data", "faithful.csv"))
-  X <- as.matrix(f[, c("eruptions", "waiting")])
-  dimnames(X) <- NULL
-  lab <- as.integer(cut(f$waiting, 3))
-  datasets$faithful <<- list(X = X, z = smooth_z(lab, 3), G = 3L, models = MODELS)
-})
-
-# three_d: 300 x 3, G = 3, different volumes, shapes and orientations.
-local({
-  set.seed(20240601)
-  shapes <- list(c(4, 1, 0.25), c(2.5, 1, 0.4), c(1.5, 1.2, 1 / 1.8))
-  vols <- c(0.6, 1.5, 3.0)
-  sigmas <- lapply(1:3, function(k) {
-    O <- random_rotation(3)
-    vols[k] * O %*% diag(shapes[[k]] / prod(shapes[[k]])^(1 / 3)) %*% t(O)
+  # faithful: 272 x 2, G = 3, z from cut() of waiting into 3 equal-width bins.
+  local({
+    f <- read.csv(file.path(root, "jaxgmm", "data", "faithful.csv"))
+    X <- as.matrix(f[, c("eruptions", "waiting")])
+    dimnames(X) <- NULL
+    lab <- as.integer(cut(f$waiting, 3))
+    datasets$faithful <<- list(X = X, z = smooth_z(lab, 3), G = 3L, models = MODELS)
   })
-  sigmas <- lapply(sigmas, function(s) (s + t(s)) / 2)
-  means <- list(c(0, 0, 0), c(5, 1, -1), c(1, 6, 2))
-  dd <- draw(c(90L, 135L, 75L), means, sigmas)
-  datasets$three_d <<- list(X = dd$X, z = smooth_z(dd$labels, 3), G = 3L, models = MODELS)
-})
 
-# four_d: 240 x 4, G = 2, common orientation, different shapes and volumes.
-local({
-  set.seed(20240602)
-  O <- random_rotation(4)
-  shapes <- list(c(5, 2, 1, 0.1), c(1, 3, 0.5, 2 / 3))
-  vols <- c(0.8, 2.5)
-  sigmas <- lapply(1:2, function(k) {
-    s <- vols[k] * O %*% diag(shapes[[k]] / prod(shapes[[k]])^(1 / 4)) %*% t(O)
-    (s + t(s)) / 2
+  # three_d: 300 x 3, G = 3, different volumes, shapes and orientations.
+  local({
+    set.seed(20240601)
+    shapes <- list(c(4, 1, 0.25), c(2.5, 1, 0.4), c(1.5, 1.2, 1 / 1.8))
+    vols <- c(0.6, 1.5, 3.0)
+    sigmas <- lapply(1:3, function(k) {
+      O <- random_rotation(3)
+      vols[k] * O %*% diag(shapes[[k]] / prod(shapes[[k]])^(1 / 3)) %*% t(O)
+    })
+    sigmas <- lapply(sigmas, function(s) (s + t(s)) / 2)
+    means <- list(c(0, 0, 0), c(5, 1, -1), c(1, 6, 2))
+    dd <- draw(c(90L, 135L, 75L), means, sigmas)
+    datasets$three_d <<- list(X = dd$X, z = smooth_z(dd$labels, 3), G = 3L, models = MODELS)
   })
-  means <- list(c(0, 0, 0, 0), c(3, 3, -1, 1))
-  dd <- draw(c(100L, 140L), means, sigmas)
-  datasets$four_d <<- list(X = dd$X, z = smooth_z(dd$labels, 2), G = 2L, models = MODELS)
-})
 
-# one_d: 200 x 1, G = 2, models "E" and "V".
-local({
-  set.seed(20240603)
-  dd <- draw(c(120L, 80L), list(0, 4), list(matrix(1), matrix(1.5^2)))
-  datasets$one_d <<- list(X = dd$X, z = smooth_z(dd$labels, 2), G = 2L, models = MODELS_1D)
-})
+  # four_d: 240 x 4, G = 2, common orientation, different shapes and volumes.
+  local({
+    set.seed(20240602)
+    O <- random_rotation(4)
+    shapes <- list(c(5, 2, 1, 0.1), c(1, 3, 0.5, 2 / 3))
+    vols <- c(0.8, 2.5)
+    sigmas <- lapply(1:2, function(k) {
+      s <- vols[k] * O %*% diag(shapes[[k]] / prod(shapes[[k]])^(1 / 4)) %*% t(O)
+      (s + t(s)) / 2
+    })
+    means <- list(c(0, 0, 0, 0), c(3, 3, -1, 1))
+    dd <- draw(c(100L, 140L), means, sigmas)
+    datasets$four_d <<- list(X = dd$X, z = smooth_z(dd$labels, 2), G = 2L, models = MODELS)
+  })
+
+  # one_d: 200 x 1, G = 2, models "E" and "V".
+  local({
+    set.seed(20240603)
+    dd <- draw(c(120L, 80L), list(0, 4), list(matrix(1), matrix(1.5^2)))
+    datasets$one_d <<- list(X = dd$X, z = smooth_z(dd$labels, 2), G = 2L, models = MODELS_1D)
+  })
+  datasets
+}

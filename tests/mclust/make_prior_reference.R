@@ -23,6 +23,7 @@ out_path <- args[[1]]
 
 source(file.path(dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1]))),
                  "common.R"))
+datasets <- reference_datasets()
 
 PRIOR_MODELS <- c("EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE", "EEV", "VEV", "VVV")
 CONTROL <- emControl(tol = ME_TOL, itmax = ITMAX)

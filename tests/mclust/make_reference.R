@@ -58,6 +58,7 @@ out_path <- args[[1]]
 # The repository root, the JSON writer and the data sets (shared with make_prior_reference.R).
 source(file.path(dirname(normalizePath(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1]))),
                  "common.R"))
+datasets <- reference_datasets()
 CONTROL <- emControl(tol = ME_TOL, itmax = ITMAX)
 
 # ---------------------------------------------------------------------- fits

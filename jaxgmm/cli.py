@@ -313,7 +313,8 @@ def _fit_and_report(X, names, k, args, progress, title):
         bic_value = -2 * float(result.log_likelihood) * n_rows + n_parameters(result.params) * math.log(n_rows)
     else:
         bic_value = float(bic(result.params, Xj))
-    print(format_fit(result, names, bic=bic_value))
+    prior = getattr(args, "prior", None)
+    print(format_fit(result, names, bic=bic_value, log_posterior=None if prior is None else result.log_posterior))
     if args.plot:
         if X.shape[1] < 2:
             raise CLIError("--plot needs data with at least 2 columns")
@@ -322,7 +323,7 @@ def _fit_and_report(X, names, k, args, progress, title):
 
         labels = predict(result.params, Xj, missing=missing)
         shown = impute(result.params, X) if missing == "marginalize" else X  # incomplete rows at their imputed values
-        objective = "mean log-likelihood" if getattr(args, "prior", None) is None else "mean log-posterior"
+        objective = "mean log-likelihood" if prior is None else "mean log-posterior"
         fig = plot_fit(shown, labels, result.params, result.history, names, title=title, objective=objective)
         _savefig(fig, args.plot)
     return result

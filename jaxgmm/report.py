@@ -34,15 +34,17 @@ def format_params(params: GMMParams, feature_names: Sequence[str] | None = None)
     return "\n".join(lines)
 
 
-def format_fit(result, feature_names: Sequence[str] | None = None, *, bic: float | None = None) -> str:
-    """The parameter table plus log-likelihood, BIC (if given), iterations and convergence of a fit."""
+def format_fit(result, feature_names: Sequence[str] | None = None, *, bic: float | None = None,
+               log_posterior: float | None = None) -> str:
+    """The parameter table plus log-likelihood, log-posterior and BIC (if given), iterations and convergence
+    of a fit."""
     lines = [
         format_params(result.params, feature_names),
         "",
         f"mean log-likelihood per sample: {float(result.log_likelihood):.6f}",
     ]
-    if getattr(result, "log_posterior", None) is not None:  # MAP-EM: what it maximised
-        lines.append(f"mean log-posterior per sample: {float(result.log_posterior):.6f}")
+    if log_posterior is not None:  # MAP-EM: what it maximised
+        lines.append(f"mean log-posterior per sample: {float(log_posterior):.6f}")
     if bic is not None:
         lines.append(f"BIC: {float(bic):.4f}")
     lines.append(f"EM iterations: {int(result.n_iter)}   converged: {'yes' if bool(result.converged) else 'no'}")

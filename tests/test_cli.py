@@ -58,6 +58,7 @@ def test_fit_predict_sample_select_end_to_end(blobs):
     assert out.stderr == ""  # not a terminal: no progress
     for expected in ("weight", "mean a", "log-likelihood", "BIC", "EM iterations", "converged: yes", "model.npz"):
         assert expected in out.stdout
+    assert "log-posterior" not in out.stdout  # no prior, no posterior
     assert is_png(root / "fit.png")
 
     # The saved model, back in data units, found the true clusters (an independent reference).

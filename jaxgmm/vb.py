@@ -49,7 +49,7 @@ from jaxgmm.conjugate import ConjugatePrior, check_prior, conjugate_posterior, s
 from jaxgmm.em import e_step
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.models import get_model
-from jaxgmm.params import GMMParams
+from jaxgmm.params import COVARIANCE_TYPES, GMMParams
 from jaxgmm.stats import SuffStats, complete_log_likelihood
 from jaxgmm.xla_options import jit
 
@@ -60,6 +60,14 @@ __all__ = [
 
 WEIGHT_PRIORS = ("dirichlet_process", "dirichlet_distribution")
 """The two priors on the weights: stick-breaking (scikit-learn's default) and a Dirichlet distribution."""
+
+
+def check_vb_covariance_type(covariance_type: str) -> str:
+    """Variational Bayes follows scikit-learn's treatment of its four covariance types (not mclust's models)."""
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"variational Bayes takes scikit-learn's covariance types {COVARIANCE_TYPES}; got "
+                         f"{covariance_type!r}.")
+    return covariance_type
 
 
 def check_weight_prior(weight_prior: str) -> str:
@@ -610,9 +618,8 @@ def bayesian_mixture_prior(
     from jaxgmm.validation import check_array, check_n_components, check_sample_weight
 
     n_components = check_n_components(n_components)
+    check_vb_covariance_type(covariance_type)
     storage = get_model(covariance_type).storage
-    if covariance_type not in ("full", "tied", "diag", "spherical"):
-        raise ValueError(f"variational Bayes takes scikit-learn's covariance types; got {covariance_type!r}.")
     Xc = check_array(X, min_samples=2)
     data = np.asarray(Xc, np.float64)
     n_rows, d = data.shape
@@ -645,9 +652,7 @@ def bayesian_mixture_prior(
 def _check_vb_options(n_components, covariance_type, weight_prior, n_init, init, max_iter, tol, reg_covar):
     from jaxgmm.fit import _check_options
 
-    if covariance_type not in ("full", "tied", "diag", "spherical"):
-        raise ValueError(f"variational Bayes takes scikit-learn's covariance types ('full', 'tied', 'diag', "
-                         f"'spherical'); got {covariance_type!r}.")
+    check_vb_covariance_type(covariance_type)
     check_weight_prior(weight_prior)
     return _check_options(n_components, covariance_type, n_init, init, max_iter, tol, reg_covar)
 

@@ -343,9 +343,15 @@ def _block_size(bucket: Bucket, params: GMMParams, block_size: int | None) -> in
     if block_size is not None:
         return block_size
     width = bucket.width
-    # Per row: the (K, D) products, the factor's gathered rows and the slots' by-group values (s · K · D)
-    # and pairs (s² · K).
-    per_row_features = params.n_features * (3 + width) + width * width
+    if bucket.kind == "pattern":
+        # Rows sharing a pattern gather nothing per row: the complete kernel's blocks. (Sized as the per-row
+        # buckets below, a 20,480-row pattern bucket ran as 56 blocks of 364 rows, and mid with 5 patterns
+        # took 2.2x the complete-data iteration instead of 1.46x.)
+        per_row_features = params.n_features
+    else:
+        # Per row: the (K, D) products, the factor's gathered rows and the slots' by-group values (s · K · D)
+        # and pairs (s² · K).
+        per_row_features = params.n_features * (3 + width) + width * width
     n_rows = bucket.values.shape[0]
     return kernels.even_block_size(n_rows, kernels.default_block_size(n_rows, params.n_components, per_row_features))
 

@@ -32,19 +32,6 @@ TIME_LIMIT = 900
 JOBS = {"em": "jaxgmm", "map": "jaxgmm", "vb": "jaxgmm-vb", "sklearn": "sklearn", "sklearn_bgm": "sklearn-bgm"}
 
 
-def responsibilities(X, weights, means, covariances):
-    """The responsibilities of the *mid* start, in float64 numpy (scipy-free: the Gaussians written out)."""
-    X = X.astype(np.float64)
-    log_p = np.empty((len(X), len(weights)))
-    for k, (mu, cov) in enumerate(zip(means, covariances)):
-        chol = np.linalg.cholesky(cov)
-        z = np.linalg.solve(chol, (X - mu).T)
-        log_p[:, k] = np.log(weights[k]) - 0.5 * (z**2).sum(axis=0) - np.log(np.diag(chol)).sum()
-    log_p -= log_p.max(axis=1, keepdims=True)
-    resp = np.exp(log_p)
-    return resp / resp.sum(axis=1, keepdims=True)
-
-
 def measure(case, log=print):
     seed = sum(map(ord, "mid"))  # the mid case's data and start
     X = run.make_mixture_data(seed, case["n"], case["d"], case["k"], np.float32)
@@ -52,7 +39,7 @@ def measure(case, log=print):
     spec = dict(kind="iterations", n=case["n"], d=case["d"], k=case["k"], iters=case["iters"], covariance_type="full")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mid.npz"
-        np.savez(path, X=X, weights=w, means=mu, covariances=c, resp=responsibilities(X, w, mu, c))
+        np.savez(path, X=X, weights=w, means=mu, covariances=c, resp=run.responsibilities(X, w, mu, c))
         jobs = {name: (lib, dict(spec, prior=True) if name == "map" else spec) for name, lib in JOBS.items()}
         results = run.interleave(jobs, path, dict.fromkeys(jobs, TIME_LIMIT), case["rounds"], log=lambda *_: None)
     for name, res in results.items():

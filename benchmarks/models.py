@@ -35,20 +35,6 @@ TIME_LIMIT = 600
 ROUNDS = 5
 
 
-def responsibilities(X, weights, means, covariances):
-    """The E-step of full-covariance parameters, in float64 numpy (the shared start)."""
-    X = X.astype(np.float64)
-    logs = np.empty((len(X), len(weights)))
-    for k, (w, mu, S) in enumerate(zip(weights, means, covariances)):
-        L = np.linalg.cholesky(S)
-        y = np.linalg.solve(L, (X - mu).T)
-        logs[:, k] = np.log(w) - 0.5 * np.sum(y * y, axis=0) - np.log(np.diag(L)).sum() \
-            - 0.5 * X.shape[1] * np.log(2 * np.pi)
-    logs -= logs.max(axis=1, keepdims=True)
-    z = np.exp(logs)
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def mclust_available() -> bool:
     if shutil.which("Rscript") is None:
         return False
@@ -59,7 +45,7 @@ def measure(case, log=print):
     seed = sum(map(ord, "mid"))  # the mid case's data and start
     X = run.make_mixture_data(seed, case["n"], case["d"], case["k"], np.float32)
     w, mu, cov = run.initial_params(X, case["k"], "full", seed)
-    z = responsibilities(X, w, mu, cov)
+    z = run.responsibilities(X, w, mu, cov)
     with_r = mclust_available()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -110,6 +110,21 @@ def initial_params(X, k, covariance_type, seed):
     return np.full(k, 1.0 / k), means, cov
 
 
+def responsibilities(X, weights, means, covariances):
+    """The E-step of full-covariance parameters, in float64 numpy: a start shared by workers that begin from
+    responsibilities (benchmarks/models.py, benchmarks/bayesian.py)."""
+    X = X.astype(np.float64)
+    logs = np.empty((len(X), len(weights)))
+    for k, (w, mu, S) in enumerate(zip(weights, means, covariances)):
+        L = np.linalg.cholesky(S)
+        y = np.linalg.solve(L, (X - mu).T)
+        logs[:, k] = np.log(w) - 0.5 * np.sum(y * y, axis=0) - np.log(np.diag(L)).sum() \
+            - 0.5 * X.shape[1] * np.log(2 * np.pi)
+    logs -= logs.max(axis=1, keepdims=True)
+    z = np.exp(logs)
+    return z / z.sum(axis=1, keepdims=True)
+
+
 def precisions_from(cov, covariance_type):
     if covariance_type in ("full", "tied"):
         return np.linalg.inv(cov)

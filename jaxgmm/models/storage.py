@@ -167,10 +167,6 @@ class Storage:
         identity = self.add_to_diagonal(jnp.zeros_like(covariances), 1.0)
         return jnp.where(active.reshape((-1,) + (1,) * (covariances.ndim - 1)), covariances, identity)
 
-    def take_components(self, covariances, n_components: int):
-        """The covariances of the first ``n_components`` components."""
-        return covariances[:n_components] if self.per_component else covariances
-
     def select_components(self, covariances, index):
         """The covariances of the components ``index`` (an integer array)."""
         return covariances[index] if self.per_component else covariances

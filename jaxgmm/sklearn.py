@@ -799,8 +799,8 @@ class BayesianGaussianMixture(_FittedMixture):
                 raise ValueError(f"'{self.covariance_type} covariance_prior' should be symmetric, positive-definite")
             if not layout.is_matrix and np.any(covariance <= 0):
                 raise ValueError(f"'{self.covariance_type} covariance_prior' should be positive")
-        prior = bayesian_mixture_prior(
-            check_array(X, min_samples=2), self.n_components, self.covariance_type,
+        prior = bayesian_mixture_prior(  # it validates X itself
+            X, self.n_components, self.covariance_type,
             weight_concentration=self.weight_concentration_prior, mean_precision=self.mean_precision_prior,
             mean=mean, degrees_of_freedom=self.degrees_of_freedom_prior, covariance=covariance,
             sample_weight=sample_weight,

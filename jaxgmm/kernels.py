@@ -59,9 +59,19 @@ def _unpack_symmetric(packed: jax.Array, n_features: int) -> jax.Array:
 
 
 def _responsibilities(wlp: jax.Array, w: jax.Array):
-    """Weighted responsibilities ``w_n r_nk`` and ``Σ_n w_n log p(x_n)`` from ``(B, K)`` log-probs."""
-    log_norm = jax.nn.logsumexp(wlp, axis=-1)
-    weighted_resp = w[:, None] * jnp.exp(wlp - log_norm[:, None])
+    """Weighted responsibilities ``w_n r_nk`` and ``Σ_n w_n log p(x_n)`` from ``(B, K)`` log-probs.
+
+    One exponential per entry: ``p = exp(wlp − max)`` gives both the
+    log-normaliser ``max + log Σ p`` and ``r = p / Σ p`` (``logsumexp`` and
+    then ``exp(wlp − log p(x))`` took two; on mid, 100,000 × 16, K = 16, one
+    fewer cut the iteration by 6%).
+    """
+    top = jax.lax.stop_gradient(jnp.max(wlp, axis=-1))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)  # as logsumexp: a row of −inf gives −inf, not NaN
+    p = jnp.exp(wlp - top[:, None])
+    total = jnp.sum(p, axis=-1)
+    log_norm = top + jnp.log(total)
+    weighted_resp = p * (w / total)[:, None]
     return weighted_resp, jnp.sum(jnp.where(w > 0, w * log_norm, 0.0))
 
 
@@ -188,20 +198,23 @@ def _block_e_step_gemm(params: GMMParams, prec_chol: jax.Array, center: jax.Arra
     """Full and tied types: the ``O(B·K·D²)`` E-step as one matrix product.
 
     ``y_nk = U_kᵀ(x_n − c) − U_kᵀ(μ_k − c)`` for all ``k`` in one product
-    ``(B, D) @ (D, K·D)``, about the shared centre ``c``; the moments are
-    those of :func:`_nearest_mean_moments`.
+    ``(B, D) @ (D, D·K)``, about the shared centre ``c``; the moments are
+    those of :func:`_nearest_mean_moments`. ``y`` is laid out ``(B, D, K)``
+    so that ``‖y_nk‖²`` sums over a middle axis, adding whole ``K``-vectors:
+    summing over a short last axis instead took twice as long (on mid,
+    100,000 × 16, K = 16, 8% of the iteration).
     """
     n_rows, n_features = X.shape
     n_components = params.means.shape[0]
     Xc = X - center
     means_c = params.means - center
     if params.model.storage is FULL:
-        flat_u = jnp.transpose(prec_chol, (1, 0, 2)).reshape(n_features, n_components * n_features)
-        y = (Xc @ flat_u).reshape(n_rows, n_components, n_features)
-        y = y - jnp.einsum("kd,kde->ke", means_c, prec_chol)[None]
+        flat_u = jnp.transpose(prec_chol, (1, 2, 0)).reshape(n_features, n_features * n_components)  # [d, e·K + k]
+        y = (Xc @ flat_u).reshape(n_rows, n_features, n_components)
+        y = y - jnp.einsum("kd,kde->ek", means_c, prec_chol)[None]
     else:
-        y = (Xc @ prec_chol)[:, None, :] - (means_c @ prec_chol)[None]
-    wlp = component_log_norm(params, prec_chol) - 0.5 * jnp.sum(y * y, axis=-1)
+        y = (Xc @ prec_chol)[:, :, None] - (means_c @ prec_chol).T[None]
+    wlp = component_log_norm(params, prec_chol) - 0.5 * jnp.sum(y * y, axis=1)
     return _nearest_mean_moments(X, wlp, w, params.means, params.model.storage)
 
 

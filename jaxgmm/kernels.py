@@ -33,11 +33,15 @@ from jaxgmm.params import GMMParams
 from jaxgmm.stats import SuffStats, stats_from_diff
 
 # Rows per block in the E-step: bounds the (rows, K, D) intermediate to about
-# this many elements so memory stays flat in N. On CPU blocks stay cache-sized
-# (4 MB). On an accelerator each block costs a dozen kernel launches whatever
-# its size, so blocks are 32× larger: on an H200, 4,096-row blocks left the
-# mid benchmark (100,000 × 16, K = 16) launch-bound at 47 µs per block.
-_CPU_BLOCK_ELEMENTS = 1 << 20
+# this many elements so memory stays flat in N. On CPU, 8 MB: on mid (100,000
+# × 16, K = 16; 2 cores, 32 MB L3) 8,192-row blocks ran full 24-25 → 21-22 ms
+# per iteration, tied 15.5 → 14.3, diag 15.3 → 13.1 against 4,096 rows, and
+# 16,384 rows were slower again (full 30, diag 16). The packed form keeps 4 MB
+# blocks (see default_block_size). On an accelerator each block costs a dozen
+# kernel launches whatever its size, so blocks are larger still: on an H200,
+# 4,096-row blocks left mid launch-bound at 47 µs per block.
+_CPU_BLOCK_ELEMENTS = 1 << 21
+_CPU_PACKED_BLOCK_ELEMENTS = 1 << 20
 _ACCELERATOR_BLOCK_ELEMENTS = 1 << 25
 
 
@@ -453,7 +457,10 @@ def default_block_size(n_samples: int, n_components: int, n_features: int, packe
     those blocks in cache: 50,000 × 64, K = 32 ran 368 → 287 ms per
     iteration (256 rows instead of 512), 20,000 × 64, K = 8 133 → 80 ms.
     """
-    budget = _CPU_BLOCK_ELEMENTS if jax.default_backend() == "cpu" else _ACCELERATOR_BLOCK_ELEMENTS
+    if jax.default_backend() != "cpu":
+        budget = _ACCELERATOR_BLOCK_ELEMENTS
+    else:
+        budget = _CPU_PACKED_BLOCK_ELEMENTS if packed_products else _CPU_BLOCK_ELEMENTS
     per_row = n_components * n_features
     if packed_products:
         per_row = 2 * per_row + n_features * (n_features + 1) // 2

@@ -82,10 +82,22 @@ def stats_from_responsibilities(
 
 
 def stats_from_diff(diff, weighted_resp, centers, covariance_type) -> SuffStats:
+    """:class:`SuffStats` of differences ``diff (N, K, D) = x_n − c_k`` with weighted responsibilities ``(N, K)``."""
+    storage = get_model(covariance_type).storage
+    # Sums over rows of elementwise products, for the variance layouts: XLA:CPU ran the equivalent
+    # einsums as batched products behind two (N, K, D) transposes (on mid with missing values,
+    # 100,000 × 16, K = 16, spherical 1.4× slower).
+    weighted_diff = weighted_resp[:, :, None] * diff
+    if storage.kind == "diag":
+        scatters = jnp.sum(weighted_diff * diff, axis=0)
+    elif storage.kind == "spherical":
+        scatters = jnp.sum(weighted_resp * jnp.sum(diff * diff, axis=-1), axis=0)
+    else:
+        scatters = storage.scatter(weighted_resp, diff)
     return SuffStats(
         counts=jnp.sum(weighted_resp, axis=0),
-        sums=jnp.einsum("nk,nkd->kd", weighted_resp, diff),
-        scatters=get_model(covariance_type).storage.scatter(weighted_resp, diff),
+        sums=jnp.sum(weighted_diff, axis=0),
+        scatters=scatters,
         centers=centers,
         covariance_type=covariance_type,
     )

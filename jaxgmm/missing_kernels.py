@@ -84,6 +84,12 @@ def _unrolled_factor(A: jax.Array):
     return log_det, stack(inverse), stack(factor)
 
 
+# Up to this size the inverse ``L⁻ᵀL⁻¹`` of :func:`_lapack_factor` is summed from elementwise products:
+# XLA:CPU runs the batched product one small matrix at a time. 65,536 blocks, float32, 2 cores, ms for
+# the whole factorisation (elementwise vs product): s = 5: 25 vs 58, 8: 43 vs 76, 12: 156 vs 128.
+_ELEMENTWISE_INVERSE_MAX = 8
+
+
 @float32_matmuls
 def _lapack_factor(A: jax.Array):
     """:func:`_unrolled_factor` by LAPACK, for larger ``s``."""
@@ -92,7 +98,11 @@ def _lapack_factor(A: jax.Array):
     inv_l = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
     factor = jnp.swapaxes(inv_l, -1, -2)
     log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return log_det, factor @ inv_l, factor
+    if A.shape[-1] <= _ELEMENTWISE_INVERSE_MAX:
+        inverse = jnp.sum(inv_l[..., :, :, None] * inv_l[..., :, None, :], axis=-3)  # Σ_p L⁻¹_pi L⁻¹_pj
+    else:
+        inverse = factor @ inv_l
+    return log_det, inverse, factor
 
 
 def _factor(A: jax.Array):

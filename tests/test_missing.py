@@ -164,6 +164,38 @@ def test_shared_patterns_and_traced_layout_equal_the_reference(covariance_type, 
         np.testing.assert_allclose(per_row[row], expected, rtol=1e-10)
 
 
+@pytest.mark.parametrize("separation", [10.0, 1000.0])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_float32_masked_form_stays_accurate_for_distant_components(covariance_type, separation):
+    """Diag and spherical with missing values, in float32: one EM step from the true centres (far from each
+    other and from the origin) against float64 numpy. The sums are products about the shared centre; their
+    rounding must stay that of storing the means, and the covariances must not lose digits with distance."""
+    rng = np.random.default_rng(21)
+    d = 3
+    centres = np.array([[-separation, 0, 0], [separation, 0, 0]]) + 1e3
+    X = np.concatenate([c + rng.normal(size=(500, d)) for c in centres])
+    X = with_missing(X.astype(np.float32), 0.2, seed=22)  # the float32 data, held in float64
+    X = X[~np.all(np.isnan(X), axis=1)]  # rows observing nothing contribute nothing (tested elsewhere)
+    observed = ~np.isnan(X)
+    start_cov = {"diag": np.ones((2, d)), "spherical": np.ones(2)}[covariance_type]
+    # Reference: unit variances, equal weights; the marginal of the observed coordinates drops the others.
+    diff = np.where(observed[:, None, :], np.nan_to_num(X)[:, None, :] - centres[None], 0.0)
+    logp = -0.5 * np.sum(diff**2, -1)
+    r = np.exp(logp - logsumexp(logp, axis=1, keepdims=True))
+    completed = np.where(observed[:, None, :], np.nan_to_num(X)[:, None, :], centres[None])  # (N, K, D)
+    n = r.sum(0)
+    mu = np.einsum("nk,nkd->kd", r, completed) / n[:, None]
+    var = (np.einsum("nk,nkd->kd", r, (completed - mu[None]) ** 2 + ~observed[:, None, :]) / n[:, None])
+    var = var if covariance_type == "diag" else var.mean(axis=1)
+    params = jaxgmm.GMMParams.from_arrays(np.float32([0.5, 0.5]), np.float32(centres), np.float32(start_cov),
+                                          covariance_type)
+    stats, _ = jaxgmm.e_step(params, jnp.asarray(X, jnp.float32), missing="marginalize")
+    new = jaxgmm.m_step(stats, reg_covar=0.0)
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(np.asarray(new.means, np.float64), mu, rtol=0, atol=10 * eps * np.abs(centres).max())
+    assert np.abs(np.asarray(new.covariances, np.float64) - var).max() / np.abs(var).max() < 100 * eps
+
+
 def test_without_nan_marginalize_is_the_complete_data_fit_exactly():
     X, *_ = make_blobs(seed=4, n=300, k=3, d=3)
     X = X.astype(DTYPE)

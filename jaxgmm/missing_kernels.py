@@ -41,11 +41,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxgmm import kernels
-from jaxgmm.density import component_log_norm
 from jaxgmm.incomplete import Bucket, IncompleteData, _EXACT_MAX_MISSING
 from jaxgmm.matmul_precision import float32_matmuls
 from jaxgmm.params import GMMParams
-from jaxgmm.stats import SuffStats
+from jaxgmm.stats import SuffStats, recenter
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -339,19 +338,13 @@ def _masked_block(params, prec_chol, fast, bucket: Bucket):
     counts = jnp.sum(weighted_resp, axis=0)
     sums = (weighted_resp.T @ jnp.where(bucket.observed, bucket.values - center, 0.0)
             - (params.means - center) * observed_weight)
-    # Sums over rows of elementwise products: XLA:CPU ran einsums here as batched products behind transposes.
-    if storage.kind == "diag":
-        scatters = jnp.sum(weighted_resp[:, :, None] * diff * diff, axis=0)
-    else:
-        scatters = jnp.sum(weighted_resp * jnp.sum(diff * diff, axis=-1), axis=0)
     variances = 1.0 / storage.per_coordinate(prec_chol, params.n_features) ** 2  # (K, D)
-    scatters = scatters + storage.reduce_scatter((counts[:, None] - observed_weight) * variances)
-    centers = kernels.statistics_centers(params, fast)
-    if fast:  # statistics about the means, moved to the shared centre the complete rows' use
-        shift = params.means - centers
-        scatters = scatters + storage.shift_scatter(counts, sums, shift)
-        sums = sums + counts[:, None] * shift
-    return SuffStats(counts, sums, scatters, centers, params.covariance_type), log_likelihood
+    scatters = (storage.scatter(weighted_resp, diff)
+                + storage.reduce_scatter((counts[:, None] - observed_weight) * variances))
+    stats = SuffStats(counts, sums, scatters, params.means, params.covariance_type)
+    if fast:  # the complete rows' statistics are about the shared centre
+        stats = recenter(stats, kernels.statistics_centers(params, fast))
+    return stats, log_likelihood
 
 
 # --------------------------------------------------------------------------- the E-step

@@ -31,9 +31,8 @@ from jaxgmm.em import SuffStats, e_step, m_step
 from jaxgmm.fit import _check_init_params, _check_key, _check_options
 from jaxgmm.incomplete import IncompleteData, layout
 from jaxgmm.init import initialize
-from jaxgmm.matmul_precision import float32_matmuls
-from jaxgmm.models import get_model
 from jaxgmm.params import GMMParams
+from jaxgmm.stats import recenter
 from jaxgmm.streaming import _fixed_blocks, _Source
 from jaxgmm.validation import check_nonnegative, check_positive_int
 from jaxgmm.xla_options import jit
@@ -71,21 +70,6 @@ def _scale(stats: SuffStats, factor) -> SuffStats:
     return dataclasses.replace(
         stats, counts=stats.counts * factor, sums=stats.sums * factor, scatters=stats.scatters * factor
     )
-
-
-@float32_matmuls
-def recenter(stats: SuffStats, centers: jax.Array) -> SuffStats:
-    """The same statistics about new centres ``c'`` ``(K, D)``.
-
-    With ``e_k = c_k − c'_k``: ``S1' = S1 + n e`` and
-    ``S2' = S2 + S1 eᵀ + e S1ᵀ + n e eᵀ``, reduced as the covariance type
-    stores ``S2`` (summed over components for tied, diagonal for diag,
-    trace for spherical).
-    """
-    e = stats.centers - centers
-    n, s1 = stats.counts, stats.sums
-    extra = get_model(stats.covariance_type).storage.shift_scatter(n, s1, e)
-    return dataclasses.replace(stats, sums=s1 + n[:, None] * e, scatters=stats.scatters + extra, centers=centers)
 
 
 def stats_from_params(params: GMMParams) -> SuffStats:

@@ -195,9 +195,12 @@ class Storage:
             return jnp.einsum("nk,nkd,nke->kde", weighted_resp, diff, diff)
         if self.kind == "tied":
             return jnp.einsum("nk,nkd,nke->de", weighted_resp, diff, diff)
+        # Variance layouts as sums over rows of elementwise products: XLA:CPU ran the equivalent einsums as
+        # batched products behind two (N, K, D) transposes (on mid with missing values, 100,000 × 16,
+        # K = 16, spherical 1.4× slower).
         if self.kind == "diag":
-            return jnp.einsum("nk,nkd->kd", weighted_resp, diff * diff)
-        return jnp.einsum("nk,nk->k", weighted_resp, jnp.sum(diff * diff, axis=-1))
+            return jnp.sum(weighted_resp[:, :, None] * diff * diff, axis=0)
+        return jnp.sum(weighted_resp * jnp.sum(diff * diff, axis=-1), axis=0)
 
     def shift_scatter(self, counts: jax.Array, sums: jax.Array, e: jax.Array) -> jax.Array:
         """What moving the centres by ``−e (K, D)`` adds to ``scatters``:

@@ -163,7 +163,7 @@ def _nearest_mean_moments(X: jax.Array, wlp: jax.Array, w: jax.Array, means: jax
     a component's own spread (no cancellation, unlike raw ``E[xxᵀ] − μμᵀ``
     or moments about one shared centre), and they do not depend on ``k``:
     ``Σ_n r_nk a_n a_nᵀ`` is one product ``(K, B) @ (B, D(D+1)/2)``.
-    :func:`_moments_to_stats` then moves the moments exactly to each
+    :func:`moments_to_stats` then moves the moments exactly to each
     component's own mean, with the by-group terms ``G`` and ``N``.
     """
     weighted_resp, log_likelihood = _responsibilities(wlp, w)
@@ -422,8 +422,8 @@ def even_block_size(n_rows: int, block_size: int) -> int:
     return block_size
 
 
-def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:
-    """Exact change of centre from each row's nearest mean to each component's mean.
+def moments_to_stats(moments: _Moments, means: jax.Array, storage: Storage, covariance_type: str) -> SuffStats:
+    """Exact change of centre from each row's nearest mean to each component's mean ``means (K, D)``.
 
     With ``e_jk = μ_j − μ_k`` and ``x_n − μ_k = a_n + e_{z_n k}``:
     ``S1_k = Σ r a + Σ_j N_jk e_jk`` and
@@ -432,8 +432,6 @@ def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:
     weighted by the responsibilities of rows that belong to *other*
     components, so they are small where the components separate.
     """
-    means = params.means
-    storage = params.model.storage
     n_features = means.shape[-1]
     e = means[:, None, :] - means[None, :, :]  # e[j, k] = μ_j − μ_k
     sums = moments.sums + jnp.einsum("jk,jkd->kd", moments.mixing, e)
@@ -445,7 +443,7 @@ def _moments_to_stats(moments: _Moments, params: GMMParams) -> SuffStats:
     else:  # diag
         cross = jnp.einsum("jkd,jkd->kd", moments.cross, e)
         scatters = moments.scatters + 2 * cross + jnp.einsum("jk,jkd->kd", moments.mixing, e * e)
-    return SuffStats(moments.counts, sums, scatters, means, params.covariance_type)
+    return SuffStats(moments.counts, sums, scatters, means, covariance_type)
 
 
 def default_block_size(n_samples: int, n_components: int, n_features: int, packed_products: bool = False) -> int:
@@ -516,4 +514,6 @@ def complete_e_step(params: GMMParams, X: jax.Array, sample_weight: jax.Array | 
 
 def finish_statistics(total, params: GMMParams) -> SuffStats:
     """The summed output of the blocks as :class:`SuffStats` about ``params.means`` (or the shared centre)."""
-    return _moments_to_stats(total, params) if isinstance(total, _Moments) else total
+    if isinstance(total, _Moments):
+        return moments_to_stats(total, params.means, params.model.storage, params.covariance_type)
+    return total

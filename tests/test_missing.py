@@ -106,6 +106,15 @@ REFERENCE_CASES = [(t, f) for t in ("full", "diag") for f in ("direct", "nearest
     (t, "nearest-mean") for t in ("tied", "spherical", "VEV", "EEI")]
 
 
+def assert_same_next_params(params, stats, counts, sums, scatters):
+    """The M-step of ``stats`` (any centres) equals that of the reference sums about the means, to 1e-10."""
+    reference = jaxgmm.SuffStats(jnp.asarray(counts), jnp.asarray(sums), jnp.asarray(in_layout(params, scatters)),
+                                 params.means, params.covariance_type)
+    got, want = jaxgmm.m_step(stats, previous=params), jaxgmm.m_step(reference, previous=params)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.x64
 @pytest.mark.parametrize("covariance_type, form", REFERENCE_CASES)
 def test_one_em_step_equals_the_per_row_reference(covariance_type, form, monkeypatch):
@@ -122,11 +131,7 @@ def test_one_em_step_equals_the_per_row_reference(covariance_type, form, monkeyp
     stats, log_likelihood = jaxgmm.e_step(params, X, missing="marginalize", fast=fast)
     counts, sums, scatters, total = reference_e_step(params, X)
     np.testing.assert_allclose(log_likelihood, total, rtol=1e-10)
-    reference = jaxgmm.SuffStats(jnp.asarray(counts), jnp.asarray(sums), jnp.asarray(in_layout(params, scatters)),
-                                 params.means, params.covariance_type)
-    got, want = jaxgmm.m_step(stats, previous=params), jaxgmm.m_step(reference, previous=params)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_next_params(params, stats, counts, sums, scatters)
     if not fast:  # same centres: the statistics themselves
         np.testing.assert_allclose(stats.counts, counts, rtol=1e-10)
         np.testing.assert_allclose(stats.sums, sums, rtol=1e-10, atol=1e-10)
@@ -136,8 +141,9 @@ def test_one_em_step_equals_the_per_row_reference(covariance_type, form, monkeyp
 @pytest.mark.x64
 @pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_shared_patterns_and_traced_layout_equal_the_reference(covariance_type, monkeypatch):
-    """Rows sharing a pattern (one factorisation per pattern) and an array traced under ``jit`` (one general
-    bucket) give the reference statistics too, as do per-row log-densities (scipy's marginal)."""
+    """Rows sharing a pattern (one factorisation per pattern, statistics completed from the observed
+    coordinates' moments) and an array traced under ``jit`` (one general bucket) give the reference
+    statistics too, with and without ``fast``, as do per-row log-densities (scipy's marginal)."""
     monkeypatch.setattr(jaxgmm.incomplete, "_PATTERN_MIN_ROWS", 10)
     rng = np.random.default_rng(3)
     D, K = 6, 3
@@ -155,6 +161,10 @@ def test_shared_patterns_and_traced_layout_equal_the_reference(covariance_type, 
         np.testing.assert_allclose(ll, total, rtol=1e-10)
         np.testing.assert_allclose(stats.sums, sums, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(stats.scatters, in_layout(params, scatters), rtol=1e-10, atol=1e-10)
+    # fast=True: the same statistics about the shared centre, so the same next parameters.
+    fast_stats, fast_ll = jaxgmm.e_step(params, X, missing="marginalize", fast=True)
+    np.testing.assert_allclose(fast_ll, total, rtol=1e-10)
+    assert_same_next_params(params, fast_stats, counts, sums, scatters)
     per_row = jaxgmm.score_samples(params, X, missing="marginalize")
     S, mu, alpha = np.asarray(params.covariance_matrices), np.asarray(params.means), np.asarray(params.weights)
     for row in (0, 1, 2, 3, 40):

@@ -55,6 +55,23 @@ _LOG_2PI = math.log(2 * math.pi)
 # --------------------------------------------------------------------------- s × s factorisations
 
 
+def _stack(rows: list) -> jax.Array:
+    """Nested lists ``[i][j]`` of ``(...)`` arrays as one ``(..., s, s)`` array."""
+    return jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)
+
+
+def _lower_inverse(L: list) -> list:
+    """``L⁻¹`` of a lower-triangular ``L`` given as nested lists of ``(...)`` arrays (entries above the
+    diagonal unused): forward substitution unrolled over the static size, elementwise over the batch."""
+    s = len(L)
+    inv_l = [[None] * s for _ in range(s)]
+    for i in range(s):
+        inv_l[i][i] = 1.0 / L[i][i]
+        for j in range(i):
+            inv_l[i][j] = -sum(L[i][p] * inv_l[p][j] for p in range(j, i)) * inv_l[i][i]
+    return inv_l
+
+
 def _unrolled_factor(A: jax.Array):
     """Cholesky ``A = L Lᵀ`` of SPD ``A (..., s, s)``, unrolled over the static ``s`` and elementwise over the
     batch (XLA:CPU runs LAPACK once per matrix, 10-15× slower for ``s ≤ 4``); returns ``log det A``,
@@ -69,11 +86,7 @@ def _unrolled_factor(A: jax.Array):
         L[j][j] = jnp.sqrt(jnp.maximum(pivot, eps * a[j][j]))
         for i in range(j + 1, s):
             L[i][j] = (a[i][j] - sum((L[i][p] * L[j][p] for p in range(j)), jnp.zeros_like(a[i][j]))) / L[j][j]
-    inv_l = [[None] * s for _ in range(s)]  # L⁻¹, lower triangular
-    for i in range(s):
-        inv_l[i][i] = 1.0 / L[i][i]
-        for j in range(i):
-            inv_l[i][j] = -sum(L[i][p] * inv_l[p][j] for p in range(j, i)) * inv_l[i][i]
+    inv_l = _lower_inverse(L)
     inverse = [[None] * s for _ in range(s)]
     for i in range(s):
         for j in range(i + 1):
@@ -81,8 +94,7 @@ def _unrolled_factor(A: jax.Array):
     zero = jnp.zeros_like(a[0][0])
     factor = [[inv_l[j][i] if j >= i else zero for j in range(s)] for i in range(s)]  # F = L⁻ᵀ
     log_det = 2 * sum(jnp.log(L[i][i]) for i in range(s))
-    stack = lambda rows: jnp.stack([jnp.stack(r, axis=-1) for r in rows], axis=-2)  # noqa: E731
-    return log_det, stack(inverse), stack(factor)
+    return log_det, _stack(inverse), _stack(factor)
 
 
 # Up to this size the inverse ``L⁻ᵀL⁻¹`` of :func:`_lapack_factor` is summed from elementwise products:
@@ -94,15 +106,21 @@ _ELEMENTWISE_INVERSE_MAX = 8
 @float32_matmuls
 def _lapack_factor(A: jax.Array):
     """:func:`_unrolled_factor` by LAPACK, for larger ``s``."""
+    s = A.shape[-1]
     chol = jnp.linalg.cholesky(A)
-    eye = jnp.broadcast_to(jnp.eye(A.shape[-1], dtype=A.dtype), A.shape)
-    inv_l = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
-    factor = jnp.swapaxes(inv_l, -1, -2)
-    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    if A.shape[-1] <= _ELEMENTWISE_INVERSE_MAX:
+    if s <= _ELEMENTWISE_INVERSE_MAX:
+        # L⁻¹ by unrolled forward substitution: LAPACK's batched triangular solve took twice the factorisation
+        # (mid, 10 % MCAR, 1,792 rows missing 5-8 values: 8.3 ms per iteration in the solve).
+        entries = _lower_inverse([[chol[..., i, j] for j in range(s)] for i in range(s)])
+        zero = jnp.zeros_like(entries[0][0])
+        inv_l = _stack([[entries[i][j] if j <= i else zero for j in range(s)] for i in range(s)])
         inverse = jnp.sum(inv_l[..., :, :, None] * inv_l[..., :, None, :], axis=-3)  # Σ_p L⁻¹_pi L⁻¹_pj
     else:
-        inverse = factor @ inv_l
+        eye = jnp.broadcast_to(jnp.eye(s, dtype=A.dtype), A.shape)
+        inv_l = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+        inverse = jnp.swapaxes(inv_l, -1, -2) @ inv_l
+    factor = jnp.swapaxes(inv_l, -1, -2)
+    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     return log_det, inverse, factor
 
 

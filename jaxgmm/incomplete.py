@@ -56,7 +56,7 @@ _EXACT_MAX_MISSING = 4
 # (each bucket is compiled code: 4-6 s per bucket for em_loop at D = 16, K = 16 on 2 cores).
 _COUNT_MAX_MISSING = 2
 # A pattern shared by at least _PATTERN_MIN_ROWS rows gets a bucket of its own (one factorisation per
-# pattern and component; the rows cost about what complete rows cost): every such pattern where the
+# pattern and component; the rows then cost less than complete rows): every such pattern where the
 # incomplete rows have at most _FEW_PATTERNS patterns, otherwise the _MAX_PATTERNS most frequent of more
 # than _COUNT_MAX_MISSING missing values (rows missing 1 or 2 values factorise cheaply per row, and
 # every bucket is compiled code).

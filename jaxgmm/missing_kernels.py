@@ -97,37 +97,61 @@ def _unrolled_factor(A: jax.Array):
     return log_det, _stack(inverse), _stack(factor)
 
 
-# Up to this size :func:`_lapack_factor` takes ``L⁻¹`` by unrolled forward substitution and the inverse
-# ``L⁻ᵀL⁻¹`` from elementwise products: XLA:CPU runs batched small products and triangular solves one
-# matrix at a time. 65,536 blocks, float32, 2 cores, ms for the whole factorisation with the elementwise
-# inverse vs the product: s = 5: 25 vs 58, 8: 43 vs 76, 12: 156 vs 128 (the substitution was measured
-# at s ≤ 8 only, on mid below).
-_ELEMENTWISE_INVERSE_MAX = 8
+def _columnwise_factor(A: jax.Array):
+    """:func:`_unrolled_factor` one column at a time: the Cholesky factor's column ``j`` and ``L⁻¹``'s row ``j``
+    in one step each, vectorised over the batch and the column (left-looking, ``s`` steps).
+
+    Unrolled entry by entry, the factorisation grows to hundreds of fused kernels from ``s = 6`` on (34 ms
+    at ``s = 8`` for 1,792 × 16 matrices, float32, 2 cores), and XLA:CPU calls LAPACK once per matrix
+    (9-13 ms, with ``L⁻¹`` by substitution); this form took 5.8 ms.
+    """
+    s = A.shape[-1]
+    eps = jnp.finfo(A.dtype).eps
+    below = jnp.arange(s)
+    columns = []  # of L, each (..., s), zero above the diagonal
+    for j in range(s):
+        v = A[..., :, j]
+        if j:
+            done = jnp.stack(columns, axis=-1)  # (..., s, j)
+            v = v - jnp.sum(done * done[..., j : j + 1, :], axis=-1)
+        # Positive mathematically (A is a principal block of a precision); rounding must not make a NaN.
+        pivot = jnp.sqrt(jnp.maximum(v[..., j], eps * A[..., j, j]))
+        columns.append(jnp.where(below == j, pivot[..., None], jnp.where(below > j, v / pivot[..., None], 0.0)))
+    chol = jnp.stack(columns, axis=-1)
+    rows = []  # of L⁻¹ by forward substitution: row i = (e_i − L[i, :i] L⁻¹[:i]) / L[i, i]
+    for i in range(s):
+        r = jnp.broadcast_to(jnp.eye(s, dtype=A.dtype)[i], A.shape[:-1])
+        if i:
+            r = r - jnp.sum(chol[..., i, :i, None] * jnp.stack(rows, axis=-2), axis=-2)
+        rows.append(r / chol[..., i, i, None])
+    inv_l = jnp.stack(rows, axis=-2)
+    inverse = jnp.sum(inv_l[..., :, :, None] * inv_l[..., :, None, :], axis=-3)  # Σ_p L⁻¹_pi L⁻¹_pj
+    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+    return log_det, inverse, jnp.swapaxes(inv_l, -1, -2)
 
 
 @float32_matmuls
 def _lapack_factor(A: jax.Array):
-    """:func:`_unrolled_factor` by LAPACK, for larger ``s``."""
+    """:func:`_unrolled_factor` by LAPACK, for the largest ``s``."""
     s = A.shape[-1]
     chol = jnp.linalg.cholesky(A)
-    if s <= _ELEMENTWISE_INVERSE_MAX:
-        # L⁻¹ by unrolled forward substitution: LAPACK's batched triangular solve took 1.4× the factorisation
-        # (mid, 10 % MCAR, 1,792 rows missing 5-8 values: 8.3 ms per iteration in the solve, 5.8 in Cholesky).
-        entries = _lower_inverse([[chol[..., i, j] for j in range(s)] for i in range(s)])
-        zero = jnp.zeros_like(entries[0][0])
-        inv_l = _stack([[entries[i][j] if j <= i else zero for j in range(s)] for i in range(s)])
-        inverse = jnp.sum(inv_l[..., :, :, None] * inv_l[..., :, None, :], axis=-3)  # Σ_p L⁻¹_pi L⁻¹_pj
-    else:
-        eye = jnp.broadcast_to(jnp.eye(s, dtype=A.dtype), A.shape)
-        inv_l = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
-        inverse = jnp.swapaxes(inv_l, -1, -2) @ inv_l
-    factor = jnp.swapaxes(inv_l, -1, -2)
+    eye = jnp.broadcast_to(jnp.eye(s, dtype=A.dtype), A.shape)
+    inv_l = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
     log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return log_det, inverse, factor
+    return log_det, jnp.swapaxes(inv_l, -1, -2) @ inv_l, jnp.swapaxes(inv_l, -1, -2)
+
+
+# Sizes from which :func:`_factor` factorises column by column, and LAPACK beyond. 1,792 × 16 matrices,
+# float32, 2 cores, ms, unrolled / column by column / LAPACK (with, up to s = 8, L⁻¹ by substitution):
+# s = 4: 0.9 / 1.2 / -, 5: 2.3 / 1.8 / 5.4, 8: 34 / 5.8 / 9.0, 12: - / 52 / 64, 15: - / 91 / 81.
+_COLUMNWISE_MAX = 12
 
 
 def _factor(A: jax.Array):
-    return _unrolled_factor(A) if A.shape[-1] <= _EXACT_MAX_MISSING else _lapack_factor(A)
+    s = A.shape[-1]
+    if s <= _EXACT_MAX_MISSING:
+        return _unrolled_factor(A)
+    return _columnwise_factor(A) if s <= _COLUMNWISE_MAX else _lapack_factor(A)
 
 
 # --------------------------------------------------------------------------- full and tied covariances
@@ -152,43 +176,57 @@ class _Terms(NamedTuple):
     precision: jax.Array  # (K', D, D)  Λ_k
     flat: jax.Array  # (D, K'·D)        the factors side by side, for one product per block
     means_factor: jax.Array  # (K, D)   U_kᵀ (μ_k − c)
+    precision_flat: jax.Array  # (D, K'·D)  the precisions side by side
+    means_precision: jax.Array  # (K, D)    Λ_k (μ_k − c)
     log_norm: jax.Array  # (K,)        log α_k + log det U_k (no 2π term: it depends on the observed count)
     center: jax.Array  # (D,)
 
 
 def _terms(params: GMMParams, prec_chol: jax.Array) -> _Terms:
     storage = params.model.storage
-    n_features = params.n_features
+    n_components, n_features = params.means.shape
     factor = prec_chol.reshape((-1, n_features, n_features))
+    precision = storage.precision_matrices(prec_chol)
     center = kernels.shared_center(params)
-    flat = jnp.transpose(factor, (1, 0, 2)).reshape(n_features, -1)
-    means_factor = jnp.einsum("kd,kde->ke", params.means - center,
-                              jnp.broadcast_to(factor, (params.n_components, n_features, n_features)))
+
+    def side_by_side(matrices):  # (K', D, D) -> (D, K'·D) and the means' products (K, D), about c
+        every = jnp.broadcast_to(matrices, (n_components, n_features, n_features))
+        return (jnp.transpose(matrices, (1, 0, 2)).reshape(n_features, -1),
+                jnp.einsum("kd,kde->ke", params.means - center, every))
+
     log_norm = jnp.log(params.weights) + storage.log_det_precision_cholesky(prec_chol, n_features)
-    return _Terms(factor, storage.precision_matrices(prec_chol), flat, means_factor, log_norm, center)
+    return _Terms(factor, precision, *side_by_side(factor), *side_by_side(precision), log_norm, center)
 
 
 @float32_matmuls
 def _matrix_conditional(params: GMMParams, terms: _Terms, bucket: Bucket) -> _Conditional:
     """The marginal log-densities and the conditional Gaussians of one block of a bucket.
 
-    With ``y = U_kᵀ(x_f − μ_k)`` from one product (as the complete-data kernel), ``g_m = U_m y``
-    (``U_m`` the factor's rows at the missing coordinates), ``A = Λ_mm`` and ``t = −A⁻¹ g_m``, the
-    Mahalanobis term of the marginal is ``‖y + U_mᵀ t‖²``: the complete row's, at its conditional mean.
+    With ``y = U_kᵀ(x_f − μ_k)`` and ``g = Λ_k(x_f − μ_k)``, each one product ``(B, D) @ (D, K·D)`` (as the
+    complete-data kernel's), ``g_m`` its entries at the missing coordinates, ``A = Λ_mm`` and
+    ``t = −A⁻¹ g_m``, the Mahalanobis term of the marginal is ``‖y + U_mᵀ t‖²`` (``U_m`` the factor's rows at
+    the missing coordinates): the complete row's, at its conditional mean.
     A sum of squares does not cancel, even for nearly singular covariances in float32 (``dᵀΛd − g_mᵀA⁻¹g_m``
-    lost whole nats there), and an error in ``t`` enters it only squared.
+    lost whole nats there), and an error in ``t`` enters it only squared. (``g_m`` as ``U_m y`` instead,
+    from the gathered rows, took 1.13× as long per iteration for rows missing 4 values.)
     """
     means = params.means
     values, observed, missing = bucket.values, bucket.observed, bucket.missing
     n_rows, n_features = values.shape
     valid = bucket.valid()
-    # Fill: each row's nearest mean in its observed coordinates.
-    masked = jnp.where(observed[:, None, :], values[:, None, :] - means[None], 0.0)
-    nearest = jnp.argmin(jnp.sum(masked * masked, axis=-1), axis=-1)
-    filled = jnp.where(observed, values, jnp.take(means, nearest, axis=0))
-    y = ((filled - terms.center) @ terms.flat).reshape(n_rows, -1, n_features) - terms.means_factor[None]
-    rows_u = jnp.moveaxis(terms.factor[:, missing], 0, 1)  # (B, K', s, D)
-    g_m = jnp.sum(rows_u * y[:, :, None, :], axis=-1) * valid[:, None, :]
+    # Fill: each row's nearest mean in its observed coordinates, by two small products about the centre
+    # (a (B, K, D) pass of differences took 2-8 % longer; a near tie picks either, and any fill is exact).
+    centered_means = means - terms.center
+    distance = (observed.astype(values.dtype) @ (centered_means**2).T
+                - 2 * jnp.where(observed, values - terms.center, 0.0) @ centered_means.T)
+    filled = jnp.where(observed, values, jnp.take(means, jnp.argmin(distance, axis=-1), axis=0))
+
+    def per_component(flat, means_product):  # M_kᵀ(x_f − μ_k) for every k: (B, K, D)
+        return ((filled - terms.center) @ flat).reshape(n_rows, -1, n_features) - means_product[None]
+
+    y = per_component(terms.flat, terms.means_factor)
+    g_m = jnp.take_along_axis(per_component(terms.precision_flat, terms.means_precision), missing[:, None, :],
+                              axis=-1) * valid[:, None, :]  # (B, K, s)
     flat_index = missing[:, :, None] * n_features + missing[:, None, :]  # (B, s, s)
     A = jnp.moveaxis(terms.precision.reshape(terms.precision.shape[0], -1)[:, flat_index], 0, 1)
     pair = valid[:, None, :, None] & valid[:, None, None, :]
@@ -196,6 +234,7 @@ def _matrix_conditional(params: GMMParams, terms: _Terms, bucket: Bucket) -> _Co
     log_det_a, covariance, factor = _factor(A)
     shift = -jnp.sum(covariance * g_m[..., None, :], axis=-1)
     covariance, factor = covariance * pair, factor * pair
+    rows_u = jnp.moveaxis(terms.factor[:, missing], 0, 1)  # (B, K', s, D)
     y = y + jnp.sum(shift[..., None] * rows_u, axis=2)
     maha = jnp.sum(y * y, axis=-1)
     n_observed = jnp.sum(observed, axis=-1)
@@ -323,7 +362,7 @@ def _corrections(params: GMMParams, c: _Conditional, weighted_resp: jax.Array, c
     """What completing the missing coordinates adds to the statistics of the filled rows, about ``centers``.
 
     ``Σ_n r t`` at the missing coordinates (sums); ``Σ_n r t (x_f − c_k)ᵀ`` in the missing rows of the
-    scatter and its transpose, as one product ``(D·K, B) @ (B, D)`` of the ``r t`` placed at each row's
+    scatter and its transpose, as one product ``(D, B) @ (B, D·K)`` of the ``r t`` placed at each row's
     missing coordinates, about a shared centre so that no
     ``(B, K, D)`` differences are formed; and ``Σ_n r (t tᵀ + Cov)`` in the missing block.
     """
@@ -335,8 +374,10 @@ def _corrections(params: GMMParams, c: _Conditional, weighted_resp: jax.Array, c
     placed = jnp.zeros((n_rows, n_features, n_components), rt.dtype)
     placed = placed.at[jnp.arange(n_rows)[:, None], c.missing].add(jnp.swapaxes(rt, 1, 2))  # (B, D, K)
     sums = jnp.sum(placed, axis=0).T  # (K, D)
-    rows = (placed.reshape(n_rows, -1).T @ filled).reshape(n_features, n_components, n_features)
-    cross = jnp.swapaxes(rows, 0, 1) - sums[:, :, None] * (centers - center)[:, None, :]  # (K, D_j, D)
+    # (D, B) @ (B, D·K), not (D·K, B) @ (B, D): XLA:CPU ran the latter, with its 16 output columns, at a
+    # quarter of the rate (mid, rows missing one value: 35 → 25 ms per iteration for 32,768 rows).
+    rows = (filled.T @ placed.reshape(n_rows, -1)).reshape(n_features, n_features, n_components)  # [d, j, k]
+    cross = jnp.transpose(rows, (2, 1, 0)) - sums[:, :, None] * (centers - center)[:, None, :]  # (K, D_j, D)
     per_pair = rt[..., :, None] * c.shift[..., None, :] + weighted_resp[..., None, None] * c.covariance
     per_pair = jnp.moveaxis(per_pair, 1, -1)  # (B, s, s, K)
     pair_index = c.missing[:, :, None] * n_features + c.missing[:, None, :]

@@ -47,7 +47,8 @@ from jaxgmm.models import get_model
 MISSING_OPTIONS = ("raise", "marginalize")
 
 # Buckets of width at most this many missing values factorise s × s blocks by an unrolled Cholesky
-# factorisation, vectorised over rows and components; wider ones by LAPACK. Measured on 65,536 SPD
+# factorisation, vectorised over rows and components; wider ones column by column, or by LAPACK (see
+# jaxgmm.missing_kernels._COLUMNWISE_MAX). Measured on 65,536 SPD
 # matrices (2-core CPU, float64, ms, unrolled vs LAPACK): s = 1: 0.6 vs 9.0, 2: 0.8 vs 8.9,
 # 3: 1.3 vs 18.6, 4: 2.5 vs 31.5, 6: 12.9 vs 59.9, 8: 89 vs 93, 12: 329 vs 225; the unrolled form
 # also compiles longer from s = 6 on (em_loop, 20,000 × 16, K = 16, one bucket of width 6: 14 s).

@@ -13,10 +13,10 @@ missing values, ``d = x_f − μ`` and ``g = Λd``, the conditional mean is
 missing values), the conditional covariance is ``A⁻¹``, the marginal's
 log-determinant is ``log det Σ + log det A``, and its Mahalanobis term is
 the complete row's at the conditional mean, ``‖Uᵀ(d + E_m t)‖²`` (a sum of
-squares: see ``_matrix_conditional``). ``Uᵀd`` for every component is
-one matrix product ``(B, D) @ (D, K·D)``, as in the complete-data kernel;
-only ``A`` and the factor's rows ``U_m`` are gathered per row. The fill is
-each row's nearest mean in its observed coordinates.
+squares: see ``_matrix_conditional``). ``Uᵀd`` and ``g = Λd`` for every
+component are one matrix product ``(B, D) @ (D, K·D)`` each, as in the
+complete-data kernel; only ``A`` and the factor's rows ``U_m`` are gathered
+per row. The fill is each row's nearest mean in its observed coordinates.
 
 The statistics are those of the filled rows, taken by the complete-data
 forms of :mod:`jaxgmm.kernels` with the marginal log-probabilities
@@ -29,9 +29,10 @@ Rows are bucketed on the host (:mod:`jaxgmm.incomplete`): rows missing
 nothing take the complete-data kernel; diagonal and spherical covariances
 need no factorisation (a masked form); full and tied covariances factorise
 ``A`` per row and component, by an unrolled Cholesky factorisation
-vectorised over rows for few missing values, by LAPACK beyond (the rule
-and its measurements: ``jaxgmm.incomplete._EXACT_MAX_MISSING``), or
-once per component for rows sharing a pattern. Rows sharing a pattern need
+vectorised over rows for few missing values, column by column for more, by
+LAPACK for the most (the rules and their measurements:
+``jaxgmm.incomplete._EXACT_MAX_MISSING``, ``_COLUMNWISE_MAX``), or once per
+component for rows sharing a pattern. Rows sharing a pattern need
 no fill either: their completion is affine in the observed values, so their
 statistics are the complete-data moments of the observed coordinates, mapped
 once per bucket (``_completed_pattern_stats``).

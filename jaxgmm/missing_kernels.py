@@ -142,9 +142,10 @@ def _lapack_factor(A: jax.Array):
     return log_det, jnp.swapaxes(inv_l, -1, -2) @ inv_l, jnp.swapaxes(inv_l, -1, -2)
 
 
-# Sizes from which :func:`_factor` factorises column by column, and LAPACK beyond. 1,792 × 16 matrices,
-# float32, 2 cores, ms, unrolled / column by column / LAPACK (with, up to s = 8, L⁻¹ by substitution):
-# s = 4: 0.9 / 1.2 / -, 5: 2.3 / 1.8 / 5.4, 8: 34 / 5.8 / 9.0, 12: - / 52 / 64, 15: - / 91 / 81.
+# The largest s that :func:`_factor` factorises column by column (unrolled up to _EXACT_MAX_MISSING; LAPACK
+# beyond). 1,792 × 16 matrices, float32, 2 cores, ms, unrolled / column by column / LAPACK (with, up to
+# s = 8, L⁻¹ by substitution): s = 4: 0.9 / 1.2 / -, 5: 2.3 / 1.8 / 5.4, 8: 34 / 5.8 / 9.0,
+# 12: - / 52 / 64, 15: - / 91 / 81.
 _COLUMNWISE_MAX = 12
 
 

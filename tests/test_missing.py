@@ -33,13 +33,19 @@ def with_missing(X, fraction, seed):
     return X
 
 
-def every_count(rng, n, d, scale=2.0):
-    """Rows missing 0, 1, …, D values (each count at least once; the rest at random counts)."""
-    X = rng.normal(size=(n, d)) * scale
-    counts = np.concatenate([np.arange(d + 1), rng.integers(0, d, n - d - 1)])
+def remove_every_count(rng, X, most):
+    """``X (N, D)`` with its rows missing 0, 1, …, ``most`` values (each count at least once, in that order; the
+    other rows at random counts below D), in place."""
+    d = X.shape[1]
+    counts = np.concatenate([np.arange(most + 1), rng.integers(0, d, len(X) - most - 1)])
     for row, count in enumerate(counts):
         X[row, rng.choice(d, count, replace=False)] = np.nan
     return X
+
+
+def every_count(rng, n, d, scale=2.0):
+    """Rows missing 0, 1, …, D values (each count at least once; the rest at random counts)."""
+    return remove_every_count(rng, rng.normal(size=(n, d)) * scale, d)
 
 
 def reference_e_step(params, X):
@@ -227,9 +233,7 @@ def test_ill_conditioned_covariances_give_finite_accurate_marginals(condition):
     params = jaxgmm.GMMParams.from_arrays(np.full(K, 1.0 / K), means, covariances, "full")
     params = params.replace(**{f: np.asarray(getattr(params, f), DTYPE) for f in ("weights", "means", "covariances")})
     X = np.array([rng.multivariate_normal(means[k], covariances[k]) for k in rng.integers(0, K, 400)])
-    counts = np.concatenate([np.arange(D), rng.integers(0, D, 400 - D)])
-    for row, count in enumerate(counts):
-        X[row, rng.choice(D, count, replace=False)] = np.nan
+    remove_every_count(rng, X, D - 1)
     stats, log_likelihood = jaxgmm.e_step(params, X.astype(DTYPE), missing="marginalize")
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(stats))
     *_, total = reference_e_step(params, X.astype(DTYPE))

@@ -138,8 +138,9 @@ def _lapack_factor(A: jax.Array):
     chol = jnp.linalg.cholesky(A)
     eye = jnp.broadcast_to(jnp.eye(s, dtype=A.dtype), A.shape)
     inv_l = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    factor = jnp.swapaxes(inv_l, -1, -2)
     log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return log_det, jnp.swapaxes(inv_l, -1, -2) @ inv_l, jnp.swapaxes(inv_l, -1, -2)
+    return log_det, factor @ inv_l, factor
 
 
 # The largest s that :func:`_factor` factorises column by column (unrolled up to _EXACT_MAX_MISSING; LAPACK
